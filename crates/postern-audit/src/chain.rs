@@ -1,0 +1,262 @@
+//! The line format of the audit log: encoding one event with its chain fields, hashing a line,
+//! and parsing the chain fields back out of a line. No I/O.
+//!
+//! Shared by the writer (which encodes, and parses the last line when it continues a file) and by
+//! `verify` (which parses every line), so both agree on what a valid event is.
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::verify::Problem;
+
+/// The `prev` of the first event of a chain: 64 zeros, the width of a hex SHA-256.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Fields the log writes itself; a caller's value under one of these names is dropped.
+const RESERVED_FIELDS: [&str; 3] = ["seq", "time", "prev"];
+
+/// What a redacted value is replaced with.
+const REDACTED: &str = "[redacted]";
+
+/// The last event of the chain as it is on disk: what the next event links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainHead {
+    /// `seq` of the last event; 0 before the first.
+    pub(crate) seq: u64,
+    /// Hex SHA-256 of the last line; [`GENESIS_PREV`] before the first.
+    pub(crate) hash: String,
+}
+
+impl ChainHead {
+    pub(crate) fn genesis() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS_PREV.to_owned(),
+        }
+    }
+}
+
+/// The chain fields of one parsed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainFields {
+    pub(crate) seq: u64,
+    pub(crate) prev: String,
+}
+
+/// The serialised shape of a line: chain fields first, so a reader sees them at a glance.
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    time: &'a str,
+    prev: &'a str,
+    #[serde(flatten)]
+    fields: &'a Map<String, Value>,
+}
+
+/// Encodes one event as a complete line (with its trailing newline), after dropping reserved
+/// fields and redacting secrets.
+pub(crate) fn encode(
+    mut event: Map<String, Value>,
+    seq: u64,
+    time: &str,
+    prev: &str,
+) -> Result<Vec<u8>, serde_json::Error> {
+    for name in RESERVED_FIELDS {
+        event.remove(name);
+    }
+    redact_map(&mut event);
+    let mut line = serde_json::to_vec(&Line {
+        seq,
+        time,
+        prev,
+        fields: &event,
+    })?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Lowercase hex SHA-256 of a line's exact bytes, newline included.
+pub(crate) fn line_hash(line: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, line).as_ref())
+}
+
+/// Parses the chain fields of one line (without its newline).
+///
+/// Returns the `seq` alongside a problem when the line has a usable `seq` but is otherwise
+/// invalid, so the caller can name the event.
+pub(crate) fn parse(line: &[u8]) -> Result<ChainFields, (Option<u64>, Problem)> {
+    let value: Value =
+        serde_json::from_slice(line).map_err(|e| (None, Problem::NotJson(Arc::new(e))))?;
+    let Value::Object(object) = value else {
+        return Err((None, Problem::NotObject));
+    };
+    let seq = object
+        .get("seq")
+        .and_then(Value::as_u64)
+        .filter(|seq| *seq >= 1)
+        .ok_or((None, Problem::BadField("seq")))?;
+    let prev = object
+        .get("prev")
+        .and_then(Value::as_str)
+        .filter(|prev| is_hex_sha256(prev))
+        .ok_or((Some(seq), Problem::BadField("prev")))?;
+    if !object.get("time").is_some_and(Value::is_string) {
+        return Err((Some(seq), Problem::BadField("time")));
+    }
+    Ok(ChainFields {
+        seq,
+        prev: prev.to_owned(),
+    })
+}
+
+fn is_hex_sha256(s: &str) -> bool {
+    s.len() == GENESIS_PREV.len()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether a field name says its value is a credential. Deliberately broad: a false positive
+/// costs a redacted field, a false negative leaks a secret into a file kept for years.
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "passwd", "secret", "credential", "private_key"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key == "token"
+        || key.ends_with("_token")
+        || key.ends_with("-token")
+        || key == "authorization"
+        || key == "jwt"
+}
+
+fn redact_map(map: &mut Map<String, Value>) {
+    for (key, value) in map.iter_mut() {
+        if is_secret_key(key) {
+            *value = Value::String(REDACTED.to_owned());
+        } else {
+            redact_value(value);
+        }
+    }
+}
+
+fn redact_value(value: &mut Value) {
+    match value {
+        Value::Object(map) => redact_map(map),
+        Value::Array(items) => items.iter_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test input is an object"),
+        }
+    }
+
+    #[test]
+    fn encodes_chain_fields_first_and_ends_with_newline() {
+        let line = encode(
+            map(json!({"kind": "statement", "sql": "select 1"})),
+            7,
+            "2025-01-02T03:04:05.000006Z",
+            GENESIS_PREV,
+        )
+        .unwrap();
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.starts_with(r#"{"seq":7,"time":"2025-01-02T03:04:05.000006Z","prev":"000"#));
+        assert!(text.ends_with("\"sql\":\"select 1\"}\n"));
+        let fields = parse(text.trim_end().as_bytes()).unwrap();
+        assert_eq!(fields.seq, 7);
+        assert_eq!(fields.prev, GENESIS_PREV);
+    }
+
+    #[test]
+    fn caller_cannot_forge_chain_fields() {
+        let line = encode(
+            map(json!({"seq": 99, "prev": "x", "time": "then", "kind": "k"})),
+            1,
+            "now",
+            GENESIS_PREV,
+        )
+        .unwrap();
+        let value: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["seq"], 1);
+        assert_eq!(value["time"], "now");
+        assert_eq!(value["prev"], GENESIS_PREV);
+    }
+
+    #[test]
+    fn redacts_secrets_at_any_depth() {
+        let line = encode(
+            map(json!({
+                "password": "hunter2",
+                "identity": {"subject": "alice", "access_token": "eyJ", "Client_Secret": "s"},
+                "startup": [{"Authorization": "Bearer x"}, {"token": "t"}],
+                "token_expires_at": "2030-01-01T00:00:00Z",
+                "sql": "select 1",
+            })),
+            1,
+            "now",
+            GENESIS_PREV,
+        )
+        .unwrap();
+        let text = String::from_utf8(line).unwrap();
+        for secret in ["hunter2", "eyJ", "\"s\"", "Bearer", "\"t\""] {
+            assert!(!text.contains(secret), "{secret} leaked into {text}");
+        }
+        assert!(text.contains("alice"));
+        assert!(text.contains("2030-01-01"), "a timestamp is not a token");
+        assert!(text.contains("select 1"));
+    }
+
+    #[test]
+    fn hash_is_sha256_of_exact_bytes() {
+        // `printf 'abc\n' | sha256sum`
+        assert_eq!(
+            line_hash(b"abc\n"),
+            "edeaaff3f1774ad2888673770c6d64097e391bc362d7d6fb34982ddf0efd18cb"
+        );
+    }
+
+    #[test]
+    fn parse_rejects_hostile_lines() {
+        let cases: &[(&[u8], Option<u64>, &str)] = &[
+            (b"", None, "not valid JSON"),
+            (b"{", None, "not valid JSON"),
+            (b"[1]", None, "not a JSON object"),
+            (b"\xff", None, "not valid JSON"),
+            (br#"{"seq":0,"time":"t","prev":"00"}"#, None, "seq"),
+            (br#"{"seq":-1,"time":"t","prev":"00"}"#, None, "seq"),
+            (br#"{"seq":"1","time":"t","prev":"00"}"#, None, "seq"),
+            (br#"{"seq":3,"time":"t","prev":"00"}"#, Some(3), "prev"),
+            (
+                br#"{"seq":3,"time":"t","prev":"000000000000000000000000000000000000000000000000000000000000000G"}"#,
+                Some(3),
+                "prev",
+            ),
+            (
+                br#"{"seq":3,"prev":"0000000000000000000000000000000000000000000000000000000000000000"}"#,
+                Some(3),
+                "time",
+            ),
+        ];
+        for (line, seq, needle) in cases {
+            let (got_seq, problem) = parse(line).unwrap_err();
+            assert_eq!(got_seq, *seq, "{}", String::from_utf8_lossy(line));
+            assert!(
+                problem.to_string().contains(needle),
+                "{problem} should mention {needle}"
+            );
+        }
+    }
+}

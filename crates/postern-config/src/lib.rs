@@ -1,0 +1,98 @@
+//! Postern's configuration as plain data.
+//!
+//! This crate owns the serde structs that describe a Postern deployment, their defaults, and
+//! [`Config::validate`], which reports *every* problem at once. It does no I/O beyond reading the
+//! file it is asked to load, and it is never reached as a global: whoever needs a section gets it
+//! passed down explicitly.
+
+mod error;
+mod issuer;
+mod listen;
+mod target;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{ConfigError, Problem};
+pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
+pub use listen::{ListenConfig, TlsFiles};
+pub use target::{
+    RoleRule, SecretSource, TargetConfig, UpstreamLogin, UpstreamMode, UpstreamTls,
+};
+
+/// The whole of `postern.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect, and with what TLS.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// Trusted token issuers, by a name of the operator's choosing.
+    #[serde(default)]
+    pub issuers: BTreeMap<String, IssuerConfig>,
+    /// Databases clients may reach, by the name they give as `dbname`.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// Where the audit trail goes.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit trail's destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A JSON-lines file; every event carries the SHA-256 of the previous one.
+    pub path: PathBuf,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("postern-audit.jsonl") }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the source in error messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: source.to_string(),
+        })
+    }
+
+    /// Reads and parses a TOML file, then validates it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::from_toml(&text, &path.display().to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without I/O and reports every problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.listen.validate(&mut problems);
+        if self.issuers.is_empty() {
+            problems.push(Problem::new("issuers", "at least one token issuer must be configured"));
+        }
+        for (name, issuer) in &self.issuers {
+            issuer.validate(&format!("issuers.{name}"), &mut problems);
+        }
+        if self.targets.is_empty() {
+            problems.push(Problem::new("targets", "at least one target must be configured"));
+        }
+        for (name, target) in &self.targets {
+            target.validate(&format!("targets.{name}"), &self.issuers, &mut problems);
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+}
+
+#[cfg(test)]
+mod tests;

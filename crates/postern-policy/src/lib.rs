@@ -1,0 +1,4 @@
+//! postern-policy
+pub mod guard;
+pub mod roles;
+pub mod startup;

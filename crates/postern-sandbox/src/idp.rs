@@ -1,0 +1,411 @@
+//! The development identity provider: what `postern quickstart`, `postern token --dev` and the
+//! integration tests use instead of a real OIDC provider.
+//!
+//! It owns signing keys persisted in a directory ([`DevKeys`]), token minting ([`TokenRequest`])
+//! and a loopback HTTP server ([`DevIdentityProvider`]) publishing OIDC discovery and the JWK
+//! Set, which is how Postern's verifier finds the keys — exactly as it would with a real
+//! provider. It does not verify tokens (that is `postern-identity`), and nothing here is meant
+//! for production: the keys sit unencrypted on disk.
+//!
+//! # Layout
+//! - [`keys`]: key generation, persistence (0600 PEM files), JWKS, signing.
+//! - [`token`]: [`TokenRequest`] and the claims it produces.
+//! - this file: the HTTP server and the issuer file that lets another process find it.
+
+mod keys;
+mod token;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+pub use keys::{DevAlgorithm, DevKeys, EC_KEY_FILE, EC_KID, RSA_KEY_FILE, RSA_KID};
+pub use token::{DEFAULT_TTL, TokenRequest};
+
+/// File (inside the key directory) holding the issuer URL of the last provider started there,
+/// so `postern token --dev --dir DIR` can mint tokens for it from another process.
+pub const ISSUER_FILE: &str = "issuer";
+/// Path of the OIDC discovery document, relative to the issuer.
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+/// Path of the JWK Set, relative to the issuer.
+pub const JWKS_PATH: &str = "/jwks.json";
+/// Audience of the tokens [`DevIdentityProvider::mint`] produces.
+pub const DEV_AUDIENCE: &str = "postern";
+
+/// Why the development identity provider could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum IdpError {
+    /// A file or directory operation failed.
+    #[error("cannot {action} '{}': {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A persisted key file exists but does not hold a usable key.
+    #[error("'{}' does not hold a valid {what} key; delete it to have a new one generated", path.display())]
+    BadKey { path: PathBuf, what: &'static str },
+    /// aws-lc-rs could not generate a key.
+    #[error("key generation failed")]
+    KeyGeneration,
+    /// aws-lc-rs could not sign.
+    #[error("signing failed")]
+    Signing,
+    /// The token request cannot be turned into a token.
+    #[error("token request is invalid: {0}")]
+    Request(&'static str),
+    /// No provider has been started with this directory.
+    #[error(
+        "no development identity provider has run with '{}' (no issuer file); start one with \
+         `postern quickstart`",
+        path.display()
+    )]
+    NoIssuer { path: PathBuf },
+    /// A blocking helper task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Reads the issuer URL a provider started with `dir` wrote there.
+pub fn read_issuer(dir: &Path) -> Result<String, IdpError> {
+    let path = dir.join(ISSUER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().to_owned()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(IdpError::NoIssuer { path }),
+        Err(source) => Err(IdpError::Io {
+            action: "read",
+            path,
+            source,
+        }),
+    }
+}
+
+/// A development OIDC provider serving discovery and JWKS over HTTP on loopback.
+///
+/// The server stops when this value is dropped: idle connections are closed at once and
+/// responses carry `Connection: close`, so a dropped provider really is unreachable.
+pub struct DevIdentityProvider {
+    /// `http://127.0.0.1:PORT`, the `iss` of every token minted for this provider.
+    issuer: String,
+    /// Shared with the server task, which publishes their public halves.
+    keys: Arc<DevKeys>,
+    /// How many times the JWKS has been served; tests assert refresh behaviour with it.
+    jwks_requests: Arc<AtomicU64>,
+    /// Dropping (or sending on) this tells the server task to shut down.
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for DevIdentityProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevIdentityProvider")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    issuer: Arc<str>,
+    keys: Arc<DevKeys>,
+    jwks_requests: Arc<AtomicU64>,
+}
+
+impl DevIdentityProvider {
+    /// Starts a provider on `127.0.0.1` and a free port, with keys from `dir`.
+    pub async fn start(dir: &Path) -> Result<Self, IdpError> {
+        Self::start_on(dir, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Starts a provider on `addr`, with keys loaded from (or created in) `dir`, and writes the
+    /// issuer URL to `dir`/[`ISSUER_FILE`].
+    pub async fn start_on(dir: &Path, addr: SocketAddr) -> Result<Self, IdpError> {
+        let key_dir = dir.to_owned();
+        let keys = Arc::new(
+            tokio::task::spawn_blocking(move || DevKeys::load_or_create(&key_dir)).await??,
+        );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| IdpError::Io {
+                action: "listen on",
+                path: PathBuf::from(addr.to_string()),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| IdpError::Io {
+            action: "listen on",
+            path: PathBuf::from(addr.to_string()),
+            source,
+        })?;
+        let issuer = format!("http://{local}");
+        write_issuer(dir, &issuer)?;
+
+        let jwks_requests = Arc::new(AtomicU64::new(0));
+        let state = ServerState {
+            issuer: issuer.as_str().into(),
+            keys: Arc::clone(&keys),
+            jwks_requests: Arc::clone(&jwks_requests),
+        };
+        let app = Router::new()
+            .route(DISCOVERY_PATH, get(discovery))
+            .route(JWKS_PATH, get(jwks))
+            .with_state(state);
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::warn!(error = %err, "development identity provider stopped");
+            }
+        });
+        tracing::info!(%issuer, "development identity provider started");
+        Ok(Self {
+            issuer,
+            keys,
+            jwks_requests,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    /// The issuer URL, `http://127.0.0.1:PORT`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Where the JWK Set is served.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}{JWKS_PATH}", self.issuer)
+    }
+
+    /// The signing keys.
+    pub fn keys(&self) -> &DevKeys {
+        &self.keys
+    }
+
+    /// How many times the JWK Set has been requested.
+    pub fn jwks_requests(&self) -> u64 {
+        self.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    /// A request for a token from this provider: audience [`DEV_AUDIENCE`], 15 minutes, RS256.
+    pub fn request(&self, subject: &str) -> TokenRequest {
+        TokenRequest::new(self.issuer.clone(), subject, DEV_AUDIENCE)
+    }
+
+    /// Mints an RS256 token for `subject` in `groups`, audience [`DEV_AUDIENCE`], valid for 15
+    /// minutes.
+    ///
+    /// # Panics
+    /// If signing fails, which it does not with the keys this provider generated; use
+    /// [`DevKeys::mint`] for a fallible version.
+    pub fn mint(&self, subject: &str, groups: &[&str]) -> String {
+        let mut request = self.request(subject);
+        request.groups = groups.iter().map(|&group| group.to_owned()).collect();
+        match self.keys.mint(&request) {
+            Ok(token) => token,
+            Err(err) => panic!("minting a development token failed: {err}"),
+        }
+    }
+
+    /// Publishes a new RSA key with a new `kid` (returned) alongside the existing ones. Mint
+    /// with it by setting [`TokenRequest::kid`].
+    pub async fn rotate(&self) -> Result<String, IdpError> {
+        let keys = Arc::clone(&self.keys);
+        tokio::task::spawn_blocking(move || keys.rotate()).await?
+    }
+}
+
+impl Drop for DevIdentityProvider {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+fn write_issuer(dir: &Path, issuer: &str) -> Result<(), IdpError> {
+    let path = dir.join(ISSUER_FILE);
+    let temporary = keys::temporary_sibling(&path);
+    keys::write_private(&temporary, format!("{issuer}\n").as_bytes())?;
+    std::fs::rename(&temporary, &path).map_err(|source| {
+        let _ = std::fs::remove_file(&temporary);
+        IdpError::Io {
+            action: "replace",
+            path,
+            source,
+        }
+    })
+}
+
+async fn discovery(State(state): State<ServerState>) -> impl IntoResponse {
+    let document = json!({
+        "issuer": &*state.issuer,
+        "jwks_uri": format!("{}{JWKS_PATH}", state.issuer),
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+    });
+    ([(header::CONNECTION, "close")], axum::Json(document))
+}
+
+async fn jwks(State(state): State<ServerState>) -> impl IntoResponse {
+    state.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    (
+        [(header::CONNECTION, "close")],
+        axum::Json(state.keys.jwks()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use serde_json::{Map, Value};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A minimal HTTP/1.1 GET, so the test exercises the real server without an HTTP client
+    /// dependency. Returns the status code and the body.
+    async fn get(url: &str) -> (u16, String) {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (authority, path) = rest.split_at(rest.find('/').unwrap());
+        let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            stream.read_to_string(&mut response),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (status, body)
+    }
+
+    fn verify(token: &str, jwks: &Value, alg: Algorithm) -> Map<String, Value> {
+        let set: JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+        let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+        let key = DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+        let mut validation = Validation::new(alg);
+        validation.set_audience(&[DEV_AUDIENCE]);
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .unwrap()
+            .claims
+    }
+
+    #[tokio::test]
+    async fn serves_discovery_and_jwks_over_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DevIdentityProvider::start(dir.path()).await.unwrap();
+        assert!(idp.issuer().starts_with("http://127.0.0.1:"));
+        assert_eq!(read_issuer(dir.path()).unwrap(), idp.issuer());
+
+        let (status, body) = get(&format!("{}{DISCOVERY_PATH}", idp.issuer())).await;
+        assert_eq!(status, 200);
+        let document: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(document["issuer"], idp.issuer());
+        assert_eq!(document["jwks_uri"], idp.jwks_uri());
+        assert_eq!(idp.jwks_requests(), 0);
+
+        let (status, body) = get(&idp.jwks_uri()).await;
+        assert_eq!(status, 200);
+        let jwks: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(jwks, idp.keys().jwks());
+        assert_eq!(idp.jwks_requests(), 1);
+
+        let (status, _) = get(&format!("{}/nope", idp.issuer())).await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn minted_tokens_verify_with_the_published_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DevIdentityProvider::start(dir.path()).await.unwrap();
+        let (_, body) = get(&idp.jwks_uri()).await;
+        let jwks: Value = serde_json::from_str(&body).unwrap();
+
+        let claims = verify(&idp.mint("alice", &["dba", "ops"]), &jwks, Algorithm::RS256);
+        assert_eq!(claims["sub"], "alice");
+        assert_eq!(claims["iss"], idp.issuer());
+        assert_eq!(claims["groups"], serde_json::json!(["dba", "ops"]));
+        let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+        assert_eq!(lifetime, DEFAULT_TTL.as_secs());
+
+        let mut request = idp.request("svc");
+        request.algorithm = DevAlgorithm::Es256;
+        let token = idp.keys().mint(&request).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().kid.as_deref(),
+            Some(EC_KID)
+        );
+        assert_eq!(verify(&token, &jwks, Algorithm::ES256)["sub"], "svc");
+    }
+
+    #[tokio::test]
+    async fn rotated_keys_are_published_and_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DevIdentityProvider::start(dir.path()).await.unwrap();
+        let kid = idp.rotate().await.unwrap();
+        let (_, body) = get(&idp.jwks_uri()).await;
+        let jwks: Value = serde_json::from_str(&body).unwrap();
+        let mut request = idp.request("bob");
+        request.kid = Some(kid.clone());
+        let token = idp.keys().mint(&request).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&token).unwrap().kid, Some(kid));
+        assert_eq!(verify(&token, &jwks, Algorithm::RS256)["sub"], "bob");
+
+        // An unknown kid goes into the header, signed by the default key.
+        request.kid = Some("nope".into());
+        let token = idp.keys().mint(&request).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().kid.as_deref(),
+            Some("nope")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_process_reuses_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DevIdentityProvider::start(dir.path()).await.unwrap();
+        let jwks = first.keys().jwks();
+        drop(first);
+        let keys = DevKeys::load_or_create(dir.path()).unwrap();
+        assert_eq!(keys.jwks(), jwks);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_provider_stops_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DevIdentityProvider::start(dir.path()).await.unwrap();
+        let authority = idp.issuer().strip_prefix("http://").unwrap().to_owned();
+        drop(idp);
+        let mut refused = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&authority).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(refused, "the server still accepts connections after drop");
+    }
+}

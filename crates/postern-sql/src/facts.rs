@@ -1,0 +1,169 @@
+//! The facts the classifier reports about a SQL text: what kind of statement each one is, what
+//! it touches, and which constructs the escape guard must look at. Plain data: the decisions made
+//! from these facts live in `postern-policy`.
+
+use serde::Serialize;
+
+/// What parsing one SQL text (one simple-protocol `Query`, or one `Parse`) found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Analysis {
+    /// One entry per top-level statement, in the order they appear in the text. Empty for an
+    /// empty query (only whitespace, comments or semicolons) and when the text does not parse.
+    pub statements: Vec<StatementFacts>,
+    /// libpg_query's message when it rejects the text; `statements` is then empty, and nothing
+    /// about the text is known.
+    pub parse_error: Option<String>,
+    /// pg_query's fingerprint (hex) of the whole text: the same for texts that differ only in
+    /// constants and formatting. For grouping in audit and metrics, never for caching decisions.
+    pub fingerprint: Option<String>,
+}
+
+impl Analysis {
+    /// The most dangerous kind among the statements: `Raw` when the text did not parse, `Read`
+    /// for an empty query.
+    #[must_use]
+    pub fn kind(&self) -> StatementKind {
+        if self.parse_error.is_some() {
+            return StatementKind::Raw;
+        }
+        self.statements
+            .iter()
+            .map(|s| s.kind)
+            .max()
+            .unwrap_or(StatementKind::Read)
+    }
+
+    /// Every hazard of every statement, in order.
+    pub fn hazards(&self) -> impl Iterator<Item = &Hazard> {
+        self.statements.iter().flat_map(|s| s.hazards.iter())
+    }
+}
+
+/// Facts about one top-level statement, gathered from every node of its parse tree (subqueries,
+/// CTEs, cursor and `PREPARE` bodies, `COPY (query)`, `EXPLAIN` targets, rule actions, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementFacts {
+    /// The most dangerous class of anything the statement does.
+    pub kind: StatementKind,
+    /// The command, as PostgreSQL names it in its command tags: `SELECT`, `CREATE FUNCTION`, ...
+    pub command: String,
+    /// Every relation named anywhere in the tree (CTE references excluded), schema-qualified when
+    /// written so. Tables reached only through functions (`table_to_xml('t')`, `regclass` casts)
+    /// are not here: such functions carry a [`Hazard`] or an `Admin`/`Raw` kind instead.
+    pub tables: Vec<String>,
+    /// Every function called anywhere in the tree, lower-cased, schema-qualified when written so.
+    pub functions: Vec<String>,
+    /// Constructs the escape guard cares about, each listed once.
+    pub hazards: Vec<Hazard>,
+}
+
+/// The statement classes that policy grants, least dangerous first: the derived order is the
+/// order of danger, and a statement doing several things has the greatest kind among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementKind {
+    /// `SELECT`, `VALUES`, `TABLE`, `SHOW`, `EXPLAIN` without `ANALYZE`, `COPY ... TO STDOUT`.
+    Read,
+    /// `BEGIN`, `START TRANSACTION`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`,
+    /// `PREPARE TRANSACTION`.
+    Transaction,
+    /// Session state: `SET`/`RESET`, `DISCARD`, `LISTEN`/`UNLISTEN`/`NOTIFY`,
+    /// `PREPARE`/`EXECUTE`/`DEALLOCATE`, cursors, `set_config()`.
+    Session,
+    /// Data changes: `INSERT`/`UPDATE`/`DELETE`/`MERGE`, `SELECT ... FOR UPDATE/SHARE`,
+    /// `nextval`/`setval`, `COPY ... FROM STDIN`, `CALL`, `REFRESH MATERIALIZED VIEW`.
+    Write,
+    /// Schema changes: `CREATE`/`ALTER`/`DROP` of non-role objects, `SELECT INTO`,
+    /// `CREATE TABLE AS`, `TRUNCATE`, `COMMENT`.
+    Ddl,
+    /// Privileges and roles: `GRANT`/`REVOKE`, `CREATE`/`ALTER`/`DROP ROLE`, `REASSIGN OWNED`.
+    Dcl,
+    /// Server administration: `ALTER SYSTEM`, extensions, `VACUUM`, `ANALYZE`, `CHECKPOINT`,
+    /// `LOCK`, `COPY` with a server file or `PROGRAM`, databases, tablespaces, subscriptions,
+    /// backend signalling, server-file, large-object and `dblink` functions.
+    Admin,
+    /// Opaque or unknown: `DO`, functions that run SQL given as text, statements Postern does not
+    /// recognise.
+    Raw,
+}
+
+impl StatementKind {
+    /// The name policy uses for this class (the Cedar action).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Transaction => "transaction",
+            Self::Session => "session",
+            Self::Write => "write",
+            Self::Ddl => "ddl",
+            Self::Dcl => "dcl",
+            Self::Admin => "admin",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+impl std::fmt::Display for StatementKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A construct that could let a client escape the role or settings Postern chose, or run code the
+/// classifier cannot see. Found anywhere in the tree, including nested statements.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "hazard", rename_all = "snake_case")]
+pub enum Hazard {
+    /// `SET [SESSION|LOCAL] ROLE`, `RESET ROLE`, `SET role TO ...` in any spelling, also inside
+    /// `ALTER ROLE/DATABASE ... SET` and function `SET` clauses.
+    RoleChange,
+    /// `SET SESSION AUTHORIZATION`, `RESET SESSION AUTHORIZATION`, `SET session_authorization`.
+    SessionAuthorization,
+    /// A top-level `RESET ALL` (which also resets the role and `postern.*`).
+    ResetAll,
+    /// `DISCARD ALL` (which also resets the role and `postern.*`).
+    DiscardAll,
+    /// `SET`/`RESET` of a `postern.*` setting; `name` lower-cased.
+    PosternSetting {
+        /// The setting, lower-cased.
+        name: String,
+    },
+    /// A call of `set_config` (any schema, any case).
+    SetConfig {
+        /// The lower-cased setting name when the first argument is a string constant (escape
+        /// and Unicode strings decoded); `None` when it is computed at run time.
+        setting: Option<String>,
+    },
+    /// `standard_conforming_strings` set to anything but on, by `SET` or `set_config`. With it
+    /// off the server reads backslashes in string literals differently from Postern's parser.
+    StandardConformingStringsOff,
+    /// `INSERT`/`UPDATE`/`DELETE`/`MERGE` on `pg_settings`, which changes settings (including
+    /// the role) through the view's rules without naming them in the statement.
+    PgSettingsWrite,
+    /// `client_encoding` (`SET client_encoding`, `SET NAMES`, `set_config`) set to an encoding
+    /// that is not ASCII-safe, in which the server and Postern could split the text differently.
+    ClientEncoding {
+        /// The encoding as written; empty when computed at run time.
+        name: String,
+    },
+    /// A `DO` block: code the classifier cannot read.
+    DoBlock,
+    /// Creating, changing, renaming or dropping a role, user or group, or granting or revoking
+    /// role membership.
+    AlterRole,
+    /// A definition of code or of an expression stored to run later (functions, procedures,
+    /// views, rules, triggers, domains, column defaults that call functions, ...).
+    FunctionDefinition {
+        /// What is defined, for the client message: `CREATE FUNCTION`, `a column DEFAULT
+        /// expression that calls a function`, ...
+        what: String,
+    },
+    /// A call of a function that runs SQL given as text, which the classifier cannot see.
+    RunsSqlText {
+        /// The function as written, lower-cased.
+        function: String,
+    },
+    /// `CALL procedure(...)`.
+    Call,
+}

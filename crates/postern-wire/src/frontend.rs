@@ -1,0 +1,211 @@
+//! Messages a client sends: lazily decoded views of the ones Postern inspects, and encoders for
+//! the ones Postern itself sends to an upstream server.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::cursor::Cursor;
+use crate::startup::{patch_length, put_cstr};
+use crate::{Frame, WireError};
+
+pub const BIND: u8 = b'B';
+pub const CLOSE: u8 = b'C';
+pub const COPY_DATA: u8 = b'd';
+pub const COPY_DONE: u8 = b'c';
+pub const COPY_FAIL: u8 = b'f';
+pub const DESCRIBE: u8 = b'D';
+pub const EXECUTE: u8 = b'E';
+pub const FLUSH: u8 = b'H';
+pub const FUNCTION_CALL: u8 = b'F';
+pub const PARSE: u8 = b'P';
+pub const PASSWORD: u8 = b'p';
+pub const QUERY: u8 = b'Q';
+pub const SYNC: u8 = b'S';
+pub const TERMINATE: u8 = b'X';
+
+/// The SQL text of a Query message.
+pub fn query_text(frame: &Frame) -> Result<&str, WireError> {
+    let mut cursor = Cursor::new(frame.body(), "Query");
+    let sql = cursor.cstr()?;
+    expect_end(&cursor, "Query")?;
+    Ok(sql)
+}
+
+/// A Parse message: statement name (empty for the unnamed one) and its SQL text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parse<'a> {
+    pub statement: &'a str,
+    pub sql: &'a str,
+}
+
+pub fn parse(frame: &Frame) -> Result<Parse<'_>, WireError> {
+    let mut cursor = Cursor::new(frame.body(), "Parse");
+    let statement = cursor.cstr()?;
+    let sql = cursor.cstr()?;
+    let count = cursor.i16()?;
+    let count = usize::try_from(count)
+        .map_err(|_| WireError::Malformed { what: "Parse", why: "negative parameter count" })?;
+    cursor.bytes(count * 4)?;
+    expect_end(&cursor, "Parse")?;
+    Ok(Parse { statement, sql })
+}
+
+/// The portal and statement names of a Bind message (the rest is relayed untouched).
+pub fn bind_names(frame: &Frame) -> Result<(&str, &str), WireError> {
+    let mut cursor = Cursor::new(frame.body(), "Bind");
+    let portal = cursor.cstr()?;
+    let statement = cursor.cstr()?;
+    Ok((portal, statement))
+}
+
+/// Close or Describe: `'S'` for a prepared statement or `'P'` for a portal, and its name.
+pub fn target(frame: &Frame) -> Result<(u8, &str), WireError> {
+    let what = if frame.tag() == CLOSE { "Close" } else { "Describe" };
+    let mut cursor = Cursor::new(frame.body(), what);
+    let kind = cursor.u8()?;
+    if kind != b'S' && kind != b'P' {
+        return Err(WireError::Malformed { what, why: "target is neither 'S' nor 'P'" });
+    }
+    let name = cursor.cstr()?;
+    expect_end(&cursor, what)?;
+    Ok((kind, name))
+}
+
+/// The portal name of an Execute message.
+pub fn execute_portal(frame: &Frame) -> Result<&str, WireError> {
+    let mut cursor = Cursor::new(frame.body(), "Execute");
+    let portal = cursor.cstr()?;
+    cursor.i32()?;
+    expect_end(&cursor, "Execute")?;
+    Ok(portal)
+}
+
+/// The body of a PasswordMessage: for Postern, the client's token. It must be a NUL-terminated
+/// string; anything else is malformed.
+pub fn password(frame: &Frame) -> Result<&str, WireError> {
+    if frame.tag() != PASSWORD {
+        return Err(WireError::Malformed {
+            what: "password message",
+            why: "expected a password message",
+        });
+    }
+    let mut cursor = Cursor::new(frame.body(), "password message");
+    let text = cursor.cstr()?;
+    expect_end(&cursor, "password message")?;
+    Ok(text)
+}
+
+fn expect_end(cursor: &Cursor<'_>, what: &'static str) -> Result<(), WireError> {
+    if cursor.is_empty() {
+        Ok(())
+    } else {
+        Err(WireError::Malformed { what, why: "unexpected trailing bytes" })
+    }
+}
+
+fn begin(out: &mut BytesMut, tag: u8) -> usize {
+    out.put_u8(tag);
+    let start = out.len();
+    out.put_i32(0);
+    start
+}
+
+/// Encodes a simple Query.
+pub fn encode_query(sql: &str, out: &mut BytesMut) {
+    let start = begin(out, QUERY);
+    put_cstr(out, sql);
+    patch_length(out, start);
+}
+
+/// Encodes a Parse of an unnamed or named statement with no parameter types.
+pub fn encode_parse(statement: &str, sql: &str, out: &mut BytesMut) {
+    let start = begin(out, PARSE);
+    put_cstr(out, statement);
+    put_cstr(out, sql);
+    out.put_i16(0);
+    patch_length(out, start);
+}
+
+/// Encodes a cleartext or md5 PasswordMessage.
+pub fn encode_password(password: &str, out: &mut BytesMut) {
+    let start = begin(out, PASSWORD);
+    put_cstr(out, password);
+    patch_length(out, start);
+}
+
+/// Encodes a SASLInitialResponse.
+pub fn encode_sasl_initial_response(mechanism: &str, data: &[u8], out: &mut BytesMut) {
+    let start = begin(out, PASSWORD);
+    put_cstr(out, mechanism);
+    out.put_i32(i32::try_from(data.len()).unwrap_or(i32::MAX));
+    out.put_slice(data);
+    patch_length(out, start);
+}
+
+/// Encodes a SASLResponse.
+pub fn encode_sasl_response(data: &[u8], out: &mut BytesMut) {
+    let start = begin(out, PASSWORD);
+    out.put_slice(data);
+    patch_length(out, start);
+}
+
+/// Encodes Sync.
+pub fn encode_sync(out: &mut BytesMut) {
+    let start = begin(out, SYNC);
+    patch_length(out, start);
+}
+
+/// Encodes Terminate.
+pub fn encode_terminate(out: &mut BytesMut) {
+    let start = begin(out, TERMINATE);
+    patch_length(out, start);
+}
+
+/// Builds a frame from a message encoded by one of the functions above.
+pub fn frame_of(encoded: BytesMut) -> Frame {
+    Frame::from_raw(encoded.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FrameDecoder;
+    use crate::frame::Side;
+
+    fn decode(buf: BytesMut) -> Frame {
+        let mut buf = buf;
+        FrameDecoder::new(Side::Frontend, 1 << 20).decode(&mut buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn query_and_parse_round_trip() {
+        let mut buf = BytesMut::new();
+        encode_query("SELECT 1; SELECT 2", &mut buf);
+        assert_eq!(query_text(&decode(buf)).unwrap(), "SELECT 1; SELECT 2");
+        let mut buf = BytesMut::new();
+        encode_parse("s1", "SELECT $1", &mut buf);
+        assert_eq!(parse(&decode(buf)).unwrap(), Parse { statement: "s1", sql: "SELECT $1" });
+    }
+
+    #[test]
+    fn password_must_be_one_string() {
+        let mut buf = BytesMut::new();
+        encode_password("eyJ.token", &mut buf);
+        assert_eq!(password(&decode(buf)).unwrap(), "eyJ.token");
+        let mut raw = BytesMut::new();
+        raw.put_u8(PASSWORD);
+        raw.put_i32(4 + 3);
+        raw.put_slice(b"abc");
+        assert!(password(&decode(raw)).is_err());
+    }
+
+    #[test]
+    fn parse_with_lying_parameter_count_is_malformed() {
+        let mut raw = BytesMut::new();
+        let start = begin(&mut raw, PARSE);
+        put_cstr(&mut raw, "");
+        put_cstr(&mut raw, "SELECT 1");
+        raw.put_i16(100);
+        patch_length(&mut raw, start);
+        assert!(parse(&decode(raw)).is_err());
+    }
+}
