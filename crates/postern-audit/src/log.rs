@@ -170,6 +170,22 @@ impl AuditLog {
         receipt.await.map_err(|_| self.writer_stopped())?
     }
 
+    /// Queues one event without waiting for it to be written: for events that follow something
+    /// already recorded (a statement's outcome, a session's end), where waiting would only add
+    /// latency. Events are still written in the order they were queued; a write failure is
+    /// reported to whoever records next.
+    ///
+    /// # Errors
+    /// [`AuditError::WriterStopped`] if the writer is gone.
+    pub async fn record_detached(&self, event: Map<String, Value>) -> Result<(), AuditError> {
+        let (ack, _receipt) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Pending { event, ack })
+            .await
+            .map_err(|_| self.writer_stopped())
+    }
+
     /// The path the log was opened at.
     #[must_use]
     pub fn path(&self) -> &Path {

@@ -9,8 +9,9 @@ use crate::Problem;
 
 /// Algorithms accepted when an issuer does not list its own. Asymmetric only: HMAC needs an
 /// explicitly configured shared secret, and `none` is never accepted.
-pub const DEFAULT_ALGORITHMS: &[&str] =
-    &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+pub const DEFAULT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 const ASYMMETRIC_ALGORITHMS: &[&str] = DEFAULT_ALGORITHMS;
 const HMAC_ALGORITHMS: &[&str] = &["HS256", "HS384", "HS512"];
@@ -142,12 +143,18 @@ impl IssuerConfig {
             } else if !known && !hmac {
                 problems.push(Problem::new(
                     format!("{key}.algorithms"),
-                    format!("unknown algorithm '{alg}'; choose from {}", ASYMMETRIC_ALGORITHMS.join(", ")),
+                    format!(
+                        "unknown algorithm '{alg}'; choose from {}",
+                        ASYMMETRIC_ALGORITHMS.join(", ")
+                    ),
                 ));
             }
         }
         if self.algorithms.is_empty() {
-            problems.push(Problem::new(format!("{key}.algorithms"), "list at least one algorithm"));
+            problems.push(Problem::new(
+                format!("{key}.algorithms"),
+                "list at least one algorithm",
+            ));
         }
     }
 }

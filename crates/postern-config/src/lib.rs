@@ -19,7 +19,7 @@ pub use error::{ConfigError, Problem};
 pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
 pub use listen::{ListenConfig, TlsFiles};
 pub use target::{
-    RoleRule, SecretSource, TargetConfig, UpstreamLogin, UpstreamMode, UpstreamTls,
+    RoleRule, SecretSource, TargetConfig, UpstreamLogin, UpstreamMode, UpstreamTls, UpstreamTlsMode,
 };
 
 /// The whole of `postern.toml`.
@@ -50,7 +50,9 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("postern-audit.jsonl") }
+        Self {
+            path: PathBuf::from("postern-audit.jsonl"),
+        }
     }
 }
 
@@ -79,18 +81,28 @@ impl Config {
         let mut problems = Vec::new();
         self.listen.validate(&mut problems);
         if self.issuers.is_empty() {
-            problems.push(Problem::new("issuers", "at least one token issuer must be configured"));
+            problems.push(Problem::new(
+                "issuers",
+                "at least one token issuer must be configured",
+            ));
         }
         for (name, issuer) in &self.issuers {
             issuer.validate(&format!("issuers.{name}"), &mut problems);
         }
         if self.targets.is_empty() {
-            problems.push(Problem::new("targets", "at least one target must be configured"));
+            problems.push(Problem::new(
+                "targets",
+                "at least one target must be configured",
+            ));
         }
         for (name, target) in &self.targets {
             target.validate(&format!("targets.{name}"), &self.issuers, &mut problems);
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 }
 

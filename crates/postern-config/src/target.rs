@@ -75,8 +75,9 @@ impl SecretSource {
     /// Reads the secret now. The error names the source, never the value.
     pub fn read(&self) -> Result<String, String> {
         match self {
-            Self::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set")),
+            Self::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+            }
             Self::File(path) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
                 .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
@@ -159,7 +160,10 @@ impl TargetConfig {
         for (i, rule) in self.roles.iter().enumerate() {
             let rule_key = format!("{key}.roles[{i}]");
             if rule.roles.is_empty() {
-                problems.push(Problem::new(format!("{rule_key}.roles"), "list at least one role"));
+                problems.push(Problem::new(
+                    format!("{rule_key}.roles"),
+                    "list at least one role",
+                ));
             }
             if rule.groups.is_empty()
                 && rule.subjects.is_empty()

@@ -1,1 +1,176 @@
-//! postern-proxy
+//! The Postern proxy: accepts PostgreSQL clients, verifies the identity token each one presents,
+//! maps it to a database role, and relays its session to the target database with every
+//! statement checked by the escape guard and recorded in the audit log.
+//!
+//! # Layout
+//! - [`Proxy`] (here): binding, the accept loop, connection limits, graceful shutdown.
+//! - `handshake`: one connection from its first byte to a running session.
+//! - `session`: the relay, statement by statement.
+//! - `upstream`: connections to the database (TLS, SCRAM/md5/cleartext, simple queries).
+//! - `target`: per-target state — endpoint, role passwords Postern sets, the claims key.
+//! - `claims`: signing `postern.claims`; [`setup_db`]: the SQL that verifies it.
+//! - `cancel`: per-session cancel keys mapped to upstream backends.
+//! - `events`: the audit events' fields. `tls`: rustls configuration. `io`: boxed streams.
+
+mod cancel;
+mod claims;
+mod error;
+mod events;
+mod handshake;
+mod io;
+mod session;
+pub mod setup_db;
+mod target;
+mod tls;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use postern_audit::AuditLog;
+use postern_config::{Config, ListenConfig};
+use postern_identity::Verifier;
+use postern_sql::Classifier;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::{SetupError, UpstreamError};
+pub use target::Target;
+
+/// How many distinct statement texts the classifier remembers.
+const CLASSIFIER_CACHE: usize = 4096;
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) listen: ListenConfig,
+    pub(crate) verifier: Verifier,
+    pub(crate) classifier: Arc<Classifier>,
+    pub(crate) audit: AuditLog,
+    pub(crate) targets: BTreeMap<String, Arc<Target>>,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) cancels: Arc<cancel::CancelRegistry>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A bound, not yet serving, Postern.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+impl Proxy {
+    /// Checks the configuration, opens the audit log, prepares TLS and binds the listening
+    /// socket. Nothing is served until [`Proxy::serve`].
+    pub async fn bind(config: &Config) -> Result<Self, SetupError> {
+        let tls = match &config.listen.tls {
+            Some(files) => Some(tls::acceptor(&files.certificate, &files.private_key)?),
+            None => None,
+        };
+        let verifier = Verifier::new(&config.issuers)?;
+        let mut targets = BTreeMap::new();
+        for (name, target) in &config.targets {
+            targets.insert(name.clone(), Arc::new(Target::new(name, target)?));
+        }
+        let audit = AuditLog::open(&config.audit.path).await?;
+        let listener = TcpListener::bind(config.listen.address)
+            .await
+            .map_err(|source| SetupError::Listen {
+                address: config.listen.address,
+                source,
+            })?;
+        for (issuer, error) in verifier.prefetch_keys().await {
+            tracing::warn!(issuer, error = %error, "could not fetch signing keys yet; will retry on first use");
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                listen: config.listen.clone(),
+                verifier,
+                classifier: Arc::new(Classifier::new(CLASSIFIER_CACHE)),
+                audit,
+                targets,
+                tls,
+                cancels: Arc::new(cancel::CancelRegistry::default()),
+                shutdown: CancellationToken::new(),
+            }),
+            listener,
+        })
+    }
+
+    /// The address clients connect to (useful when the configuration asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops the proxy: no new connections, open sessions end.
+    pub fn shutdown_handle(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Serves until the shutdown handle is cancelled, then waits for sessions to end.
+    pub async fn serve(self) {
+        let Self { shared, listener } = self;
+        let limit = Arc::new(Semaphore::new(shared.listen.max_connections.max(1)));
+        let tasks = TaskTracker::new();
+        tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Postern is listening");
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shared.shutdown.cancelled() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tasks.spawn(refuse_overload(tcp, peer));
+                continue;
+            };
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                handshake::serve(shared, tcp, peer).await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("Postern stopped");
+    }
+}
+
+/// Too many connections: say so like PostgreSQL does, after the client's startup packet.
+async fn refuse_overload(mut tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    tracing::warn!(client = %peer, "connection limit reached; connection refused");
+    let mut out = bytes::BytesMut::new();
+    postern_wire::backend::Report::new(
+        postern_wire::backend::Severity::Fatal,
+        postern_wire::sqlstate::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    )
+    .encode(&mut out);
+    let _ = tcp.write_all(&out).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// Installs the `postern` schema (claims key and functions) in a target's database.
+pub async fn setup_target_database(
+    target_name: &str,
+    config: &Config,
+) -> Result<setup_db::SetupReport, String> {
+    let target_config = config
+        .targets
+        .get(target_name)
+        .ok_or_else(|| format!("no target named {target_name:?} in the configuration"))?;
+    let target = Target::new(target_name, target_config).map_err(|e| e.to_string())?;
+    setup_db::setup_db(&target).await.map_err(|e| e.to_string())
+}

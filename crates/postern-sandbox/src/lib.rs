@@ -8,4 +8,5 @@
 //! Nothing here is needed by `postern serve`.
 
 pub mod cluster;
+pub mod demo;
 pub mod idp;

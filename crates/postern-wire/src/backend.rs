@@ -28,8 +28,12 @@ pub const READY_FOR_QUERY: u8 = b'Z';
 pub enum Authentication<'a> {
     Ok,
     CleartextPassword,
-    Md5Password { salt: [u8; 4] },
-    Sasl { mechanisms: Vec<&'a str> },
+    Md5Password {
+        salt: [u8; 4],
+    },
+    Sasl {
+        mechanisms: Vec<&'a str>,
+    },
     SaslContinue(&'a [u8]),
     SaslFinal(&'a [u8]),
     /// Kerberos, GSS, SSPI: methods Postern does not use towards a database.
@@ -44,7 +48,9 @@ pub fn authentication(frame: &Frame) -> Result<Authentication<'_>, WireError> {
         3 => Authentication::CleartextPassword,
         5 => {
             let salt = cursor.bytes(4)?;
-            Authentication::Md5Password { salt: [salt[0], salt[1], salt[2], salt[3]] }
+            Authentication::Md5Password {
+                salt: [salt[0], salt[1], salt[2], salt[3]],
+            }
         }
         10 => {
             let mut mechanisms = Vec::new();
@@ -72,7 +78,10 @@ pub struct BackendKeyData {
 
 pub fn backend_key_data(frame: &Frame) -> Result<BackendKeyData, WireError> {
     let mut cursor = Cursor::new(frame.body(), "BackendKeyData");
-    Ok(BackendKeyData { process_id: cursor.i32()?, secret_key: cursor.i32()? })
+    Ok(BackendKeyData {
+        process_id: cursor.i32()?,
+        secret_key: cursor.i32()?,
+    })
 }
 
 /// ParameterStatus: a run-time setting the server reports.
@@ -104,13 +113,40 @@ pub fn ready_for_query(frame: &Frame) -> Result<TransactionStatus, WireError> {
         b"I" => Ok(TransactionStatus::Idle),
         b"T" => Ok(TransactionStatus::InTransaction),
         b"E" => Ok(TransactionStatus::Failed),
-        _ => Err(WireError::Malformed { what: "ReadyForQuery", why: "unknown status" }),
+        _ => Err(WireError::Malformed {
+            what: "ReadyForQuery",
+            why: "unknown status",
+        }),
     }
 }
 
 /// The command tag of a CommandComplete, e.g. `INSERT 0 3`.
 pub fn command_tag(frame: &Frame) -> Result<&str, WireError> {
     Cursor::new(frame.body(), "CommandComplete").cstr()
+}
+
+/// The column values of a DataRow, `None` for SQL NULL.
+pub fn data_row(frame: &Frame) -> Result<Vec<Option<&[u8]>>, WireError> {
+    let mut cursor = Cursor::new(frame.body(), "DataRow");
+    let count = cursor.i16()?;
+    let count = usize::try_from(count).map_err(|_| WireError::Malformed {
+        what: "DataRow",
+        why: "negative column count",
+    })?;
+    let mut values = Vec::with_capacity(count);
+    for _ in 0..count {
+        let length = cursor.i32()?;
+        if length < 0 {
+            values.push(None);
+        } else {
+            let length = usize::try_from(length).map_err(|_| WireError::Malformed {
+                what: "DataRow",
+                why: "bad column length",
+            })?;
+            values.push(Some(cursor.bytes(length)?));
+        }
+    }
+    Ok(values)
 }
 
 /// The fields of an ErrorResponse or NoticeResponse.
@@ -178,7 +214,13 @@ pub struct Report<'a> {
 
 impl<'a> Report<'a> {
     pub fn new(severity: Severity, code: &'a str, message: &'a str) -> Self {
-        Self { severity, code, message, detail: None, hint: None }
+        Self {
+            severity,
+            code,
+            message,
+            detail: None,
+            hint: None,
+        }
     }
 
     #[must_use]
@@ -278,15 +320,22 @@ mod tests {
     use crate::frame::Side;
 
     fn decode(mut buf: BytesMut) -> Frame {
-        FrameDecoder::new(Side::Backend, 1 << 20).decode(&mut buf).unwrap().unwrap()
+        FrameDecoder::new(Side::Backend, 1 << 20)
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
     fn error_report_round_trip() {
         let mut buf = BytesMut::new();
-        Report::new(Severity::Fatal, "28P01", "token expired at 2026-11-22T10:00:00Z")
-            .hint("log in again")
-            .encode(&mut buf);
+        Report::new(
+            Severity::Fatal,
+            "28P01",
+            "token expired at 2026-11-22T10:00:00Z",
+        )
+        .hint("log in again")
+        .encode(&mut buf);
         let fields = error_fields(&decode(buf)).unwrap();
         assert_eq!(fields.severity, "FATAL");
         assert_eq!(fields.code, "28P01");
@@ -298,9 +347,15 @@ mod tests {
     fn ready_and_key_data_round_trip() {
         let mut buf = BytesMut::new();
         encode_ready_for_query(TransactionStatus::Failed, &mut buf);
-        assert_eq!(ready_for_query(&decode(buf)).unwrap(), TransactionStatus::Failed);
+        assert_eq!(
+            ready_for_query(&decode(buf)).unwrap(),
+            TransactionStatus::Failed
+        );
         let mut buf = BytesMut::new();
-        let key = BackendKeyData { process_id: 42, secret_key: -9 };
+        let key = BackendKeyData {
+            process_id: 42,
+            secret_key: -9,
+        };
         encode_backend_key_data(key, &mut buf);
         assert_eq!(backend_key_data(&decode(buf)).unwrap(), key);
     }
@@ -314,7 +369,9 @@ mod tests {
         patch_length(&mut buf, start);
         assert_eq!(
             authentication(&decode(buf)).unwrap(),
-            Authentication::Sasl { mechanisms: vec!["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"] }
+            Authentication::Sasl {
+                mechanisms: vec!["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"]
+            }
         );
         let mut buf = BytesMut::new();
         let start = begin(&mut buf, AUTHENTICATION);

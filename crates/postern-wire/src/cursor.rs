@@ -13,7 +13,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn short(&self) -> WireError {
-        WireError::Malformed { what: self.what, why: "message ends early" }
+        WireError::Malformed {
+            what: self.what,
+            why: "message ends early",
+        }
     }
 
     pub(crate) fn remaining(&self) -> &'a [u8] {
@@ -51,12 +54,18 @@ impl<'a> Cursor<'a> {
 
     /// A NUL-terminated string, which must be UTF-8.
     pub(crate) fn cstr(&mut self) -> Result<&'a str, WireError> {
-        let end = self.buf.iter().position(|&b| b == 0).ok_or(WireError::Malformed {
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(WireError::Malformed {
+                what: self.what,
+                why: "string is not NUL-terminated",
+            })?;
+        let text = std::str::from_utf8(&self.buf[..end]).map_err(|_| WireError::Malformed {
             what: self.what,
-            why: "string is not NUL-terminated",
+            why: "string is not UTF-8",
         })?;
-        let text = std::str::from_utf8(&self.buf[..end])
-            .map_err(|_| WireError::Malformed { what: self.what, why: "string is not UTF-8" })?;
         self.buf = &self.buf[end + 1..];
         Ok(text)
     }

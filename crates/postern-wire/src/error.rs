@@ -6,13 +6,20 @@ pub enum WireError {
     #[error("invalid length {length} in {what}")]
     InvalidLength { what: &'static str, length: i64 },
     #[error("{what} of {length} bytes exceeds the limit of {limit} bytes")]
-    TooLong { what: &'static str, length: usize, limit: usize },
+    TooLong {
+        what: &'static str,
+        length: usize,
+        limit: usize,
+    },
     #[error("unknown {side} message type 0x{tag:02x}")]
     UnknownMessageType { side: &'static str, tag: u8 },
     #[error("unsupported protocol version {major}.{minor}")]
     UnsupportedProtocol { major: u16, minor: u16 },
     #[error("malformed {what}: {why}")]
-    Malformed { what: &'static str, why: &'static str },
+    Malformed {
+        what: &'static str,
+        why: &'static str,
+    },
 }
 
 impl WireError {

@@ -82,19 +82,27 @@ impl FrameDecoder {
             return Err(WireError::UnknownMessageType { side, tag });
         }
         let raw_length = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-        let length = usize::try_from(raw_length)
-            .ok()
-            .filter(|&n| n >= 4)
-            .ok_or(WireError::InvalidLength { what: "message", length: raw_length.into() })?;
+        let length = usize::try_from(raw_length).ok().filter(|&n| n >= 4).ok_or(
+            WireError::InvalidLength {
+                what: "message",
+                length: raw_length.into(),
+            },
+        )?;
         if length > self.max_length {
-            return Err(WireError::TooLong { what: "message", length, limit: self.max_length });
+            return Err(WireError::TooLong {
+                what: "message",
+                length,
+                limit: self.max_length,
+            });
         }
         let total = length + 1;
         if buf.len() < total {
             buf.reserve(total - buf.len());
             return Ok(None);
         }
-        Ok(Some(Frame { raw: buf.split_to(total).freeze() }))
+        Ok(Some(Frame {
+            raw: buf.split_to(total).freeze(),
+        }))
     }
 }
 
@@ -154,7 +162,10 @@ mod tests {
         let mut big = BytesMut::new();
         big.put_u8(b'Q');
         big.put_i32(2048);
-        assert!(matches!(decoder.decode(&mut big), Err(WireError::TooLong { .. })));
+        assert!(matches!(
+            decoder.decode(&mut big),
+            Err(WireError::TooLong { .. })
+        ));
     }
 
     #[test]

@@ -42,8 +42,10 @@ pub fn parse(frame: &Frame) -> Result<Parse<'_>, WireError> {
     let statement = cursor.cstr()?;
     let sql = cursor.cstr()?;
     let count = cursor.i16()?;
-    let count = usize::try_from(count)
-        .map_err(|_| WireError::Malformed { what: "Parse", why: "negative parameter count" })?;
+    let count = usize::try_from(count).map_err(|_| WireError::Malformed {
+        what: "Parse",
+        why: "negative parameter count",
+    })?;
     cursor.bytes(count * 4)?;
     expect_end(&cursor, "Parse")?;
     Ok(Parse { statement, sql })
@@ -59,11 +61,18 @@ pub fn bind_names(frame: &Frame) -> Result<(&str, &str), WireError> {
 
 /// Close or Describe: `'S'` for a prepared statement or `'P'` for a portal, and its name.
 pub fn target(frame: &Frame) -> Result<(u8, &str), WireError> {
-    let what = if frame.tag() == CLOSE { "Close" } else { "Describe" };
+    let what = if frame.tag() == CLOSE {
+        "Close"
+    } else {
+        "Describe"
+    };
     let mut cursor = Cursor::new(frame.body(), what);
     let kind = cursor.u8()?;
     if kind != b'S' && kind != b'P' {
-        return Err(WireError::Malformed { what, why: "target is neither 'S' nor 'P'" });
+        return Err(WireError::Malformed {
+            what,
+            why: "target is neither 'S' nor 'P'",
+        });
     }
     let name = cursor.cstr()?;
     expect_end(&cursor, what)?;
@@ -98,7 +107,10 @@ fn expect_end(cursor: &Cursor<'_>, what: &'static str) -> Result<(), WireError> 
     if cursor.is_empty() {
         Ok(())
     } else {
-        Err(WireError::Malformed { what, why: "unexpected trailing bytes" })
+        Err(WireError::Malformed {
+            what,
+            why: "unexpected trailing bytes",
+        })
     }
 }
 
@@ -173,7 +185,10 @@ mod tests {
 
     fn decode(buf: BytesMut) -> Frame {
         let mut buf = buf;
-        FrameDecoder::new(Side::Frontend, 1 << 20).decode(&mut buf).unwrap().unwrap()
+        FrameDecoder::new(Side::Frontend, 1 << 20)
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -183,7 +198,13 @@ mod tests {
         assert_eq!(query_text(&decode(buf)).unwrap(), "SELECT 1; SELECT 2");
         let mut buf = BytesMut::new();
         encode_parse("s1", "SELECT $1", &mut buf);
-        assert_eq!(parse(&decode(buf)).unwrap(), Parse { statement: "s1", sql: "SELECT $1" });
+        assert_eq!(
+            parse(&decode(buf)).unwrap(),
+            Parse {
+                statement: "s1",
+                sql: "SELECT $1"
+            }
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub struct StartupMessage {
 impl StartupMessage {
     /// The first value given for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.parameters.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.parameters
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -59,10 +62,14 @@ pub fn decode_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, WireE
         return Ok(None);
     }
     let raw_length = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let length = usize::try_from(raw_length)
-        .ok()
-        .filter(|&n| n >= 8)
-        .ok_or(WireError::InvalidLength { what: "startup packet", length: raw_length.into() })?;
+    let length =
+        usize::try_from(raw_length)
+            .ok()
+            .filter(|&n| n >= 8)
+            .ok_or(WireError::InvalidLength {
+                what: "startup packet",
+                length: raw_length.into(),
+            })?;
     if length > MAX_STARTUP_PACKET_LENGTH {
         return Err(WireError::TooLong {
             what: "startup packet",
@@ -80,7 +87,10 @@ pub fn decode_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, WireE
         if cursor.is_empty() {
             Ok(Some(packet))
         } else {
-            Err(WireError::Malformed { what: "startup packet", why: "unexpected trailing bytes" })
+            Err(WireError::Malformed {
+                what: "startup packet",
+                why: "unexpected trailing bytes",
+            })
         }
     };
     match code {
@@ -89,7 +99,13 @@ pub fn decode_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, WireE
         CANCEL_REQUEST_CODE => {
             let process_id = cursor.i32()?;
             let secret_key = cursor.i32()?;
-            fixed(StartupPacket::Cancel(CancelRequest { process_id, secret_key }), &cursor)
+            fixed(
+                StartupPacket::Cancel(CancelRequest {
+                    process_id,
+                    secret_key,
+                }),
+                &cursor,
+            )
         }
         _ => {
             let major = u16::try_from(code >> 16).unwrap_or(0);
@@ -98,7 +114,11 @@ pub fn decode_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, WireE
                 return Err(WireError::UnsupportedProtocol { major, minor });
             }
             let parameters = decode_parameters(&mut cursor)?;
-            Ok(Some(StartupPacket::Startup(StartupMessage { major, minor, parameters })))
+            Ok(Some(StartupPacket::Startup(StartupMessage {
+                major,
+                minor,
+                parameters,
+            })))
         }
     }
 }
@@ -186,7 +206,9 @@ mod tests {
         let mut buf = BytesMut::new();
         encode_startup(&[("user", "reader"), ("database", "demo")], &mut buf);
         let decoded = decode_startup(&mut buf).unwrap().unwrap();
-        let StartupPacket::Startup(msg) = decoded else { panic!("{decoded:?}") };
+        let StartupPacket::Startup(msg) = decoded else {
+            panic!("{decoded:?}")
+        };
         assert_eq!(msg.get("user"), Some("reader"));
         assert_eq!(msg.get("database"), Some("demo"));
         assert!(buf.is_empty());
@@ -196,14 +218,29 @@ mod tests {
     fn special_requests() {
         let mut buf = BytesMut::new();
         encode_ssl_request(&mut buf);
-        assert_eq!(decode_startup(&mut buf).unwrap(), Some(StartupPacket::SslRequest));
-        encode_cancel(CancelRequest { process_id: 7, secret_key: -3 }, &mut buf);
         assert_eq!(
             decode_startup(&mut buf).unwrap(),
-            Some(StartupPacket::Cancel(CancelRequest { process_id: 7, secret_key: -3 }))
+            Some(StartupPacket::SslRequest)
+        );
+        encode_cancel(
+            CancelRequest {
+                process_id: 7,
+                secret_key: -3,
+            },
+            &mut buf,
+        );
+        assert_eq!(
+            decode_startup(&mut buf).unwrap(),
+            Some(StartupPacket::Cancel(CancelRequest {
+                process_id: 7,
+                secret_key: -3
+            }))
         );
         let mut gss = packet(&GSSENC_REQUEST_CODE.to_be_bytes());
-        assert_eq!(decode_startup(&mut gss).unwrap(), Some(StartupPacket::GssEncRequest));
+        assert_eq!(
+            decode_startup(&mut gss).unwrap(),
+            Some(StartupPacket::GssEncRequest)
+        );
     }
 
     #[test]
@@ -222,13 +259,19 @@ mod tests {
             let mut buf = BytesMut::new();
             buf.put_i32(length);
             assert!(
-                matches!(decode_startup(&mut buf), Err(WireError::InvalidLength { .. })),
+                matches!(
+                    decode_startup(&mut buf),
+                    Err(WireError::InvalidLength { .. })
+                ),
                 "{length}"
             );
         }
         let mut huge = BytesMut::new();
         huge.put_i32(10_001);
-        assert!(matches!(decode_startup(&mut huge), Err(WireError::TooLong { .. })));
+        assert!(matches!(
+            decode_startup(&mut huge),
+            Err(WireError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -254,7 +297,9 @@ mod tests {
     fn duplicate_parameters_are_kept_for_policy() {
         let mut buf = BytesMut::new();
         encode_startup(&[("user", "a"), ("user", "b")], &mut buf);
-        let Some(StartupPacket::Startup(msg)) = decode_startup(&mut buf).unwrap() else { panic!() };
+        let Some(StartupPacket::Startup(msg)) = decode_startup(&mut buf).unwrap() else {
+            panic!()
+        };
         assert_eq!(msg.parameters.len(), 2);
     }
 }

@@ -1,0 +1,90 @@
+//! Cancel keys. Every client session gets its own random process id and secret from Postern;
+//! the registry maps them to the upstream backend's real key. A CancelRequest reaches the
+//! database only when both halves match a live session, so a client can cancel only its own
+//! queries and a guessed key reaches nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use postern_wire::backend::BackendKeyData;
+
+use crate::target::fill_random;
+use crate::upstream::Endpoint;
+
+/// Where a cancel for one client session goes.
+#[derive(Clone)]
+struct Entry {
+    secret_key: i32,
+    endpoint: Arc<Endpoint>,
+    upstream: BackendKeyData,
+}
+
+/// The live sessions' cancel keys.
+#[derive(Default)]
+pub struct CancelRegistry {
+    entries: Mutex<HashMap<i32, Entry>>,
+}
+
+impl CancelRegistry {
+    /// Allocates a fresh key for a session whose upstream backend is `upstream` at `endpoint`.
+    /// The returned guard removes it when the session ends.
+    pub fn register(
+        self: &Arc<Self>,
+        endpoint: Arc<Endpoint>,
+        upstream: BackendKeyData,
+    ) -> CancelKey {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let mut bytes = [0u8; 8];
+            fill_random(&mut bytes);
+            let process_id = i32::from_be_bytes([bytes[0] & 0x7f, bytes[1], bytes[2], bytes[3]]);
+            let secret_key = i32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            if process_id == 0 || entries.contains_key(&process_id) {
+                continue;
+            }
+            entries.insert(
+                process_id,
+                Entry {
+                    secret_key,
+                    endpoint: endpoint.clone(),
+                    upstream,
+                },
+            );
+            return CancelKey {
+                key: BackendKeyData {
+                    process_id,
+                    secret_key,
+                },
+                registry: Arc::clone(self),
+            };
+        }
+    }
+
+    /// Where to send a cancel for `key`, if it names a live session exactly.
+    pub fn resolve(&self, key: BackendKeyData) -> Option<(Arc<Endpoint>, BackendKeyData)> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = entries.get(&key.process_id)?;
+        let matches = aws_lc_rs::constant_time::verify_slices_are_equal(
+            &entry.secret_key.to_be_bytes(),
+            &key.secret_key.to_be_bytes(),
+        )
+        .is_ok();
+        matches.then(|| (entry.endpoint.clone(), entry.upstream))
+    }
+}
+
+/// A session's cancel key; dropping it unregisters the key.
+pub struct CancelKey {
+    pub key: BackendKeyData,
+    registry: Arc<CancelRegistry>,
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        self.registry
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key.process_id);
+    }
+}

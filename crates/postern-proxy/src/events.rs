@@ -1,0 +1,182 @@
+//! The audit events a session writes: their field names in one place, so the log reads the same
+//! for every kind of event.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use postern_identity::{Identity, IdentityKind};
+use serde_json::{Map, Value, json};
+
+/// Fields every event of one connection carries.
+pub fn connection_base(session: &str, client: SocketAddr, tls: bool) -> Map<String, Value> {
+    let mut event = Map::new();
+    event.insert("session".into(), json!(session));
+    event.insert("client".into(), json!(client.to_string()));
+    event.insert("tls".into(), json!(tls));
+    event
+}
+
+/// Adds what the client asked for: target, role, application_name (as the client gave it).
+pub fn add_request(
+    event: &mut Map<String, Value>,
+    target: Option<&str>,
+    role: Option<&str>,
+    application_name: Option<&str>,
+) {
+    if let Some(target) = target {
+        event.insert("target".into(), json!(target));
+    }
+    if let Some(role) = role {
+        event.insert("role".into(), json!(role));
+    }
+    if let Some(name) = application_name {
+        event.insert("application_name".into(), json!(name));
+    }
+}
+
+/// Adds the verified identity.
+pub fn add_identity(event: &mut Map<String, Value>, identity: &Identity) {
+    event.insert("issuer".into(), json!(identity.issuer));
+    event.insert("subject".into(), json!(identity.subject));
+    let kind = match identity.kind {
+        IdentityKind::Human => "human",
+        IdentityKind::Service => "service",
+    };
+    event.insert("identity_kind".into(), json!(kind));
+}
+
+/// A connection accepted or refused.
+pub fn connection(base: &Map<String, Value>, refused: Option<(&str, &str)>) -> Map<String, Value> {
+    let mut event = base.clone();
+    event.insert("kind".into(), json!("connection"));
+    match refused {
+        None => {
+            event.insert("decision".into(), json!("accepted"));
+        }
+        Some((reason, message)) => {
+            event.insert("decision".into(), json!("refused"));
+            event.insert("reason".into(), json!(reason));
+            event.insert("message".into(), json!(message));
+        }
+    }
+    event
+}
+
+/// What Postern knows about a statement when it decides on it.
+pub struct StatementRecord {
+    /// The text with literals that could be secrets replaced.
+    pub sql: String,
+    pub fingerprint: Option<String>,
+    pub kind: &'static str,
+}
+
+/// A statement about to be forwarded, or refused.
+pub fn statement(
+    base: &Map<String, Value>,
+    id: u64,
+    protocol: &str,
+    record: &StatementRecord,
+    refused: Option<(&str, &str)>,
+) -> Map<String, Value> {
+    let mut event = base.clone();
+    event.insert("kind".into(), json!("statement"));
+    event.insert("statement_id".into(), json!(id));
+    event.insert("protocol".into(), json!(protocol));
+    event.insert("sql".into(), json!(record.sql));
+    if let Some(fingerprint) = &record.fingerprint {
+        event.insert("fingerprint".into(), json!(fingerprint));
+    }
+    event.insert("statement_kind".into(), json!(record.kind));
+    match refused {
+        None => {
+            event.insert("decision".into(), json!("allowed"));
+        }
+        Some((reason, message)) => {
+            event.insert("decision".into(), json!("refused"));
+            event.insert("reason".into(), json!(reason));
+            event.insert("message".into(), json!(message));
+        }
+    }
+    event
+}
+
+/// How a forwarded statement ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub command_tags: Vec<String>,
+    pub rows: Option<u64>,
+    pub sqlstate: Option<String>,
+    /// Never ran: an earlier error in the same pipeline made the server skip it.
+    pub skipped: bool,
+}
+
+pub fn statement_end(
+    base: &Map<String, Value>,
+    id: u64,
+    outcome: &Outcome,
+    duration: Duration,
+) -> Map<String, Value> {
+    let mut event = base.clone();
+    event.insert("kind".into(), json!("statement_end"));
+    event.insert("statement_id".into(), json!(id));
+    let result = if outcome.skipped {
+        "skipped"
+    } else if outcome.sqlstate.is_some() {
+        "error"
+    } else {
+        "ok"
+    };
+    event.insert("outcome".into(), json!(result));
+    if !outcome.command_tags.is_empty() {
+        event.insert("command_tag".into(), json!(outcome.command_tags.join("; ")));
+    }
+    if let Some(rows) = outcome.rows {
+        event.insert("rows".into(), json!(rows));
+    }
+    if let Some(code) = &outcome.sqlstate {
+        event.insert("sqlstate".into(), json!(code));
+    }
+    event.insert("duration_ms".into(), json!(duration.as_secs_f64() * 1000.0));
+    event
+}
+
+pub fn session_end(
+    base: &Map<String, Value>,
+    statements: u64,
+    duration: Duration,
+    reason: &str,
+) -> Map<String, Value> {
+    let mut event = base.clone();
+    event.insert("kind".into(), json!("session_end"));
+    event.insert("statements".into(), json!(statements));
+    event.insert("duration_ms".into(), json!(duration.as_secs_f64() * 1000.0));
+    event.insert("reason".into(), json!(reason));
+    event
+}
+
+/// The row count a command tag reports (`INSERT 0 3`, `SELECT 5`, `COPY 10`), if it reports one.
+pub fn rows_of(tag: &str) -> Option<u64> {
+    let mut words = tag.split_ascii_whitespace();
+    let command = words.next()?;
+    if !matches!(
+        command,
+        "INSERT" | "UPDATE" | "DELETE" | "SELECT" | "MERGE" | "COPY" | "FETCH" | "MOVE"
+    ) {
+        return None;
+    }
+    tag.rsplit(' ').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_of;
+
+    #[test]
+    fn rows_come_from_the_last_number_of_counting_tags() {
+        assert_eq!(rows_of("INSERT 0 3"), Some(3));
+        assert_eq!(rows_of("SELECT 12"), Some(12));
+        assert_eq!(rows_of("COPY 0"), Some(0));
+        assert_eq!(rows_of("CREATE TABLE"), None);
+        assert_eq!(rows_of("SET"), None);
+    }
+}

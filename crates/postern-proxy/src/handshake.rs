@@ -1,0 +1,510 @@
+//! One client connection from its first byte to a running session: TLS negotiation, the startup
+//! packet, the token, role mapping, the upstream login, and the refusals on the way, each sent
+//! as a FATAL ErrorResponse the user can act on and recorded in the audit log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use postern_config::UpstreamMode;
+use postern_identity::Identity;
+use postern_policy::guard::GuardContext;
+use postern_policy::roles::authorize_role;
+use postern_policy::startup::check_startup_parameters;
+use postern_wire::backend::{self, Report, Severity, TransactionStatus};
+use postern_wire::frame::Side;
+use postern_wire::startup::{self, StartupMessage, StartupPacket};
+use postern_wire::{FrameDecoder, frontend, limits, sqlstate};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::Shared;
+use crate::error::{Refused, UpstreamError};
+use crate::events;
+use crate::io::BoxedStream;
+use crate::session::{self, SessionContext};
+use crate::target::{Target, random_hex};
+use crate::upstream::{self, Upstream, quote_ident, quote_literal};
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Connection {
+        shared: shared.clone(),
+        stream: Box::new(tcp),
+        buffer: BytesMut::with_capacity(8192),
+        peer,
+        tls: false,
+        base_event: Map::new(),
+    };
+    let timeout = shared.listen.handshake_timeout;
+    let started = tokio::time::timeout(timeout, conn.handshake()).await;
+    let ready = match started {
+        Ok(Ok(Some(ready))) => ready,
+        // A cancel request, or a client that left before giving its token.
+        Ok(Ok(None)) => return,
+        Ok(Err(refused)) => {
+            conn.refuse(&refused).await;
+            return;
+        }
+        Err(_) => {
+            let refused = Refused::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "handshake_timeout",
+                format!(
+                    "the connection was not completed within {}s",
+                    timeout.as_secs()
+                ),
+            );
+            conn.refuse(&refused).await;
+            return;
+        }
+    };
+    conn.run_session(ready).await;
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    stream: BoxedStream,
+    buffer: BytesMut,
+    peer: SocketAddr,
+    tls: bool,
+    /// Audit fields known so far; a refusal is recorded with whatever is known.
+    base_event: Map<String, Value>,
+}
+
+/// Everything a session needs once the client is in.
+struct Ready {
+    identity: Identity,
+    target: Arc<Target>,
+    upstream: Upstream,
+    cancel: crate::cancel::CancelKey,
+}
+
+impl Connection {
+    /// Runs the startup exchange. `Ok(None)` means the connection ends quietly (a cancel
+    /// request, a probe that closed at the password prompt).
+    async fn handshake(&mut self) -> Result<Option<Ready>, Refused> {
+        let Some(startup) = self.read_startup().await? else {
+            return Ok(None);
+        };
+        let session_id = random_hex(8);
+        self.base_event = events::connection_base(&session_id, self.peer, self.tls);
+        if startup.major != startup::PROTOCOL_MAJOR {
+            return Err(Refused::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "unsupported_protocol",
+                format!(
+                    "unsupported frontend protocol {}.{}: Postern supports protocol 3.0",
+                    startup.major, startup.minor
+                ),
+            ));
+        }
+        let check = check_startup_parameters(&startup.parameters).map_err(|r| {
+            Refused::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                r.reason.label(),
+                r.message,
+            )
+        })?;
+        let application_name = check
+            .forwarded
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+            .map(|(_, v)| v.clone());
+        let role = check.user.clone().ok_or_else(|| {
+            Refused::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "no_user",
+                "no user name given: set the user to the database role you want to use",
+            )
+        })?;
+        let database = check.database.clone().unwrap_or_else(|| role.clone());
+        events::add_request(
+            &mut self.base_event,
+            Some(&database),
+            Some(&role),
+            application_name.as_deref(),
+        );
+
+        if startup.minor > startup::PROTOCOL_MINOR || !check.protocol_options.is_empty() {
+            let options: Vec<&str> = check.protocol_options.iter().map(String::as_str).collect();
+            let mut out = BytesMut::new();
+            backend::encode_negotiate_protocol_version(startup::PROTOCOL_MINOR, &options, &mut out);
+            self.write(&out).await?;
+        }
+
+        let target = self.shared.targets.get(&database).cloned().ok_or_else(|| {
+            Refused::new(
+                sqlstate::INVALID_CATALOG_NAME,
+                "unknown_target",
+                format!("database \"{database}\" is not a target of this Postern"),
+            )
+        })?;
+        self.check_transport()?;
+
+        let Some(token) = self.read_token().await? else {
+            return Ok(None);
+        };
+        let identity = self
+            .shared
+            .verifier
+            .verify(&token)
+            .await
+            .map_err(|e| Refused::new(e.sqlstate(), e.label(), e.to_string()))?;
+        drop(token);
+        events::add_identity(&mut self.base_event, &identity);
+        authorize_role(&identity, &target.name, &role, &target.config.roles).map_err(|e| {
+            Refused::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "role_not_allowed",
+                e.to_string(),
+            )
+        })?;
+
+        let upstream = self
+            .open_upstream(&target, &role, &identity, &check.forwarded)
+            .await?;
+        let cancel = self
+            .shared
+            .cancels
+            .register(target.endpoint.clone(), upstream.key);
+        Ok(Some(Ready {
+            identity,
+            target,
+            upstream,
+            cancel,
+        }))
+    }
+
+    /// Reads packets until a StartupMessage, answering SSLRequest and GSSENCRequest and serving a
+    /// CancelRequest on the way.
+    async fn read_startup(&mut self) -> Result<Option<StartupMessage>, Refused> {
+        loop {
+            let packet = match startup::decode_startup(&mut self.buffer) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => {
+                    if self.read_more().await? == 0 {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(client = %self.peer, error = %error, "malformed startup packet");
+                    return Err(Refused::protocol(&error));
+                }
+            };
+            match packet {
+                StartupPacket::Startup(message) => return Ok(Some(message)),
+                StartupPacket::Cancel(request) => {
+                    self.forward_cancel(request).await;
+                    return Ok(None);
+                }
+                StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                    // Bytes sent after the request but before the TLS handshake would be read
+                    // as if they had been encrypted (CVE-2021-23214): refuse them.
+                    if !self.buffer.is_empty() {
+                        return Err(Refused::new(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "data_after_ssl_request",
+                            "protocol violation: data received after an encryption request",
+                        ));
+                    }
+                    let accept = matches!(packet, StartupPacket::SslRequest) && !self.tls;
+                    let shared = self.shared.clone();
+                    match (&shared.tls, accept) {
+                        (Some(acceptor), true) => {
+                            self.write(b"S").await?;
+                            let plain = std::mem::replace(
+                                &mut self.stream,
+                                Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
+                            );
+                            let tls = acceptor.accept(plain).await.map_err(|e| {
+                                tracing::info!(client = %self.peer, error = %e, "TLS handshake failed");
+                                Refused::new(sqlstate::PROTOCOL_VIOLATION, "tls_handshake", "TLS handshake failed")
+                            })?;
+                            self.stream = Box::new(tls);
+                            self.tls = true;
+                        }
+                        _ => self.write(b"N").await?,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tokens travel only over TLS, unless plaintext from loopback is explicitly allowed.
+    fn check_transport(&self) -> Result<(), Refused> {
+        let listen = &self.shared.listen;
+        if self.tls || (listen.allow_plaintext_loopback && self.peer.ip().is_loopback()) {
+            return Ok(());
+        }
+        let message = if self.shared.tls.is_some() {
+            "Postern accepts tokens only over TLS: connect with sslmode=require (or verify-full)"
+        } else {
+            "Postern accepts tokens only over TLS, and this Postern has no TLS certificate \
+             configured: plaintext is allowed only from loopback when listen.allow_plaintext_loopback is set"
+        };
+        Err(Refused::new(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            "tls_required",
+            message,
+        ))
+    }
+
+    /// Asks for a password and reads the token from the answer. `Ok(None)`: the client closed
+    /// the connection instead (psql does this to prompt for a password, then reconnects).
+    async fn read_token(&mut self) -> Result<Option<String>, Refused> {
+        let mut out = BytesMut::new();
+        backend::encode_authentication_cleartext_password(&mut out);
+        self.write(&out).await?;
+        let decoder = FrameDecoder::new(Side::Frontend, limits::MAX_AUTH_MESSAGE_LENGTH);
+        let frame = loop {
+            match decoder.decode(&mut self.buffer) {
+                Ok(Some(frame)) => break frame,
+                Ok(None) => {
+                    if self.read_more().await? == 0 {
+                        return Ok(None);
+                    }
+                }
+                Err(error) => return Err(Refused::protocol(&error)),
+            }
+        };
+        if frame.tag() != frontend::PASSWORD {
+            return Err(Refused::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "expected_password",
+                "protocol violation: expected a password message carrying the token",
+            ));
+        }
+        let token = frontend::password(&frame).map_err(|e| Refused::protocol(&e))?;
+        if token.trim().is_empty() {
+            return Err(Refused::new(
+                sqlstate::INVALID_PASSWORD,
+                "no_token",
+                "no token given: pass your identity token as the password (for psql, in PGPASSWORD)",
+            ));
+        }
+        Ok(Some(token.trim().to_owned()))
+    }
+
+    /// Logs in upstream and prepares the session: `SET ROLE` in set_role mode and the signed
+    /// claims, sent in one message as soon as the backend's pid is known.
+    async fn open_upstream(
+        &mut self,
+        target: &Target,
+        role: &str,
+        identity: &Identity,
+        parameters: &[(String, String)],
+    ) -> Result<Upstream, Refused> {
+        let upstream_refused = |error: UpstreamError| {
+            tracing::warn!(target = %target.name, role, error = %error, "upstream login failed");
+            match &error {
+                UpstreamError::Server { code, message, .. } => Refused {
+                    code: sqlstate_static(code),
+                    reason: "upstream_refused",
+                    message: format!(
+                        "the database refused the session for role \"{role}\": {message}"
+                    ),
+                },
+                _ => Refused::new(
+                    sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                    "upstream_unavailable",
+                    format!(
+                        "Postern cannot reach the database of target \"{}\"; the operator's log has the details",
+                        target.name
+                    ),
+                ),
+            }
+        };
+        let mut upstream = target
+            .session(role, parameters)
+            .await
+            .map_err(upstream_refused)?;
+        let mut setup = Vec::new();
+        if target.config.mode == UpstreamMode::SetRole {
+            setup.push(format!("SET ROLE {}", quote_ident(role)));
+        }
+        if let Some(key) = target.signing_key().await {
+            let claims = key.sign(identity, upstream.key.process_id);
+            setup.push(format!("SET postern.claims = {}", quote_literal(&claims)));
+        }
+        if !setup.is_empty() {
+            let result = upstream
+                .simple_query(&setup.join("; "))
+                .await
+                .map_err(upstream_refused)?;
+            for (name, value) in result.parameters {
+                match upstream.parameters.iter_mut().find(|(n, _)| *n == name) {
+                    Some(slot) => slot.1 = value,
+                    None => upstream.parameters.push((name, value)),
+                }
+            }
+        }
+        Ok(upstream)
+    }
+
+    /// Sends the login completion, runs the relay, and records the session's end.
+    async fn run_session(self, ready: Ready) {
+        let Connection {
+            shared,
+            mut stream,
+            buffer,
+            base_event,
+            peer,
+            ..
+        } = self;
+        let Ready {
+            identity,
+            target,
+            upstream,
+            cancel,
+        } = ready;
+        let accepted = events::connection(&base_event, None);
+        if let Err(error) = shared.audit.record(accepted).await {
+            tracing::error!(error = %error, "audit log write failed; connection refused");
+            let refused = Refused::new(sqlstate::IO_ERROR, error.label(), error.client_message());
+            send_fatal(&mut stream, &refused).await;
+            upstream.terminate().await;
+            return;
+        }
+        let mut out = BytesMut::new();
+        backend::encode_authentication_ok(&mut out);
+        for (name, value) in &upstream.parameters {
+            backend::encode_parameter_status(name, value, &mut out);
+        }
+        backend::encode_backend_key_data(cancel.key, &mut out);
+        backend::encode_ready_for_query(TransactionStatus::Idle, &mut out);
+        if stream.write_all(&out).await.is_err() {
+            upstream.terminate().await;
+            return;
+        }
+        tracing::info!(client = %peer, subject = %identity.subject, target = %target.name, "session started");
+        let context = SessionContext {
+            classifier: shared.classifier.clone(),
+            audit: shared.audit.clone(),
+            guard: GuardContext {
+                mode: target.config.mode,
+                may_dcl: false,
+                may_raw: false,
+            },
+            base_event,
+        };
+        let started = Instant::now();
+        let mut statements = 0;
+        let Upstream {
+            stream: upstream_stream,
+            buffer: upstream_buffer,
+            ..
+        } = upstream;
+        let relay = session::relay(
+            &context,
+            stream,
+            buffer,
+            upstream_stream,
+            upstream_buffer,
+            &mut statements,
+        );
+        let shutdown = shared.shutdown.clone();
+        let end_label = tokio::select! {
+            (end, mut client) = relay => {
+                if let Some(detail) = end.detail() {
+                    tracing::warn!(client = %peer, reason = end.label(), detail, "session ended abnormally");
+                }
+                let _ = client.shutdown().await;
+                end.label()
+            }
+            () = shutdown.cancelled() => "shutdown",
+        };
+        drop(cancel);
+        let event = events::session_end(
+            &context.base_event,
+            statements,
+            started.elapsed(),
+            end_label,
+        );
+        if let Err(error) = shared.audit.record_detached(event).await {
+            tracing::error!(error = %error, "audit log: cannot record a session's end");
+        }
+        tracing::info!(client = %peer, subject = %identity.subject, reason = end_label, "session ended");
+    }
+
+    async fn forward_cancel(&self, request: startup::CancelRequest) {
+        let key = backend::BackendKeyData {
+            process_id: request.process_id,
+            secret_key: request.secret_key,
+        };
+        match self.shared.cancels.resolve(key) {
+            Some((endpoint, upstream_key)) => {
+                if let Err(error) = upstream::cancel(&endpoint, upstream_key).await {
+                    tracing::warn!(error = %error, "cancel request could not be forwarded");
+                }
+            }
+            None => {
+                tracing::info!(client = %self.peer, "cancel request with an unknown key ignored")
+            }
+        }
+    }
+
+    /// Sends a FATAL error, records the refusal, and closes.
+    async fn refuse(&mut self, refused: &Refused) {
+        tracing::info!(client = %self.peer, reason = refused.reason, message = %refused.message, "connection refused");
+        if self.base_event.is_empty() {
+            self.base_event = events::connection_base(&random_hex(8), self.peer, self.tls);
+        }
+        let event = events::connection(&self.base_event, Some((refused.reason, &refused.message)));
+        if let Err(error) = self.shared.audit.record_detached(event).await {
+            tracing::error!(error = %error, "audit log: cannot record a refused connection");
+        }
+        send_fatal(&mut self.stream, refused).await;
+    }
+
+    async fn read_more(&mut self) -> Result<usize, Refused> {
+        self.stream.read_buf(&mut self.buffer).await.map_err(|e| {
+            Refused::new(
+                sqlstate::CONNECTION_FAILURE,
+                "io_error",
+                format!("connection error: {e}"),
+            )
+        })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Refused> {
+        self.stream.write_all(bytes).await.map_err(|e| {
+            Refused::new(
+                sqlstate::CONNECTION_FAILURE,
+                "io_error",
+                format!("connection error: {e}"),
+            )
+        })
+    }
+}
+
+async fn send_fatal(stream: &mut BoxedStream, refused: &Refused) {
+    let mut out = BytesMut::new();
+    Report::new(Severity::Fatal, refused.code, &refused.message).encode(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A server's SQLSTATE as one of the codes Postern forwards verbatim; anything else becomes a
+/// generic connection failure.
+fn sqlstate_static(code: &str) -> &'static str {
+    const PASSED_ON: &[&str] = &[
+        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+        sqlstate::INVALID_PASSWORD,
+        sqlstate::INVALID_CATALOG_NAME,
+        sqlstate::TOO_MANY_CONNECTIONS,
+        sqlstate::CANNOT_CONNECT_NOW,
+        sqlstate::ADMIN_SHUTDOWN,
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        sqlstate::INVALID_PARAMETER_VALUE,
+    ];
+    PASSED_ON
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or(sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION)
+}

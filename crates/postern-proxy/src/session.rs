@@ -1,0 +1,623 @@
+//! The relay between a logged-in client and its upstream connection.
+//!
+//! Two loops run side by side. The *frontend* loop reads the client's messages, has every
+//! statement classified and checked by the escape guard, writes its audit event (and waits for
+//! it) before forwarding, and passes everything else through untouched. The *backend* loop
+//! passes the server's messages back, noting how each statement ended.
+//!
+//! A refused statement is not simply dropped: the client's protocol state must stay exactly as
+//! if the server had rejected it (inside a transaction block: aborted; in the extended protocol:
+//! everything up to Sync skipped). So Postern sends the server, in its place, a text that cannot
+//! parse — `postern_refused_<nonce>_<n>` — and the server produces the error, the aborted
+//! transaction and the skip-to-Sync itself. The backend loop recognises that error by the
+//! session's secret nonce and replaces it with Postern's refusal (SQLSTATE 42501 and the reason).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use futures_util::future::join_all;
+use postern_audit::AuditLog;
+use postern_policy::guard::{self, GuardContext, Refusal};
+use postern_sql::{Analysis, Classifier, redact};
+use postern_wire::backend::{self, Report, Severity};
+use postern_wire::frame::Side;
+use postern_wire::{Frame, FrameDecoder, WireError, frontend, limits, sqlstate};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::events::{self, Outcome, StatementRecord};
+
+/// Why a session ended, for the log and the audit trail.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The client sent Terminate.
+    Terminated,
+    /// The client closed the connection.
+    ClientClosed,
+    /// The database closed the connection (after a FATAL error, or a shutdown).
+    UpstreamClosed,
+    /// The client broke the protocol; it is told so before the connection closes.
+    ClientProtocol(WireError),
+    /// The database broke the protocol.
+    UpstreamProtocol(WireError),
+    Io(std::io::Error),
+}
+
+impl SessionEnd {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Terminated => "terminated",
+            Self::ClientClosed => "client_closed",
+            Self::UpstreamClosed => "upstream_closed",
+            Self::ClientProtocol(_) => "client_protocol_violation",
+            Self::UpstreamProtocol(_) => "upstream_protocol_violation",
+            Self::Io(_) => "io_error",
+        }
+    }
+
+    /// The error behind an abnormal end, for the log.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::ClientProtocol(e) | Self::UpstreamProtocol(e) => Some(e.to_string()),
+            Self::Io(e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// What the relay needs from the rest of Postern.
+pub struct SessionContext {
+    pub classifier: Arc<Classifier>,
+    pub audit: AuditLog,
+    pub guard: GuardContext,
+    /// The fields every event of this session carries.
+    pub base_event: Map<String, Value>,
+}
+
+/// A statement forwarded and not yet finished.
+struct InFlight {
+    id: u64,
+    /// Index of the ReadyForQuery that closes this statement's message cycle.
+    epoch: u64,
+    /// A simple Query (possibly several statements) rather than one Execute.
+    simple: bool,
+    started: Instant,
+    outcome: Outcome,
+}
+
+/// A refusal whose stand-in error the server has yet to send.
+struct PendingRefusal {
+    epoch: u64,
+    code: &'static str,
+    message: String,
+}
+
+/// What both loops share: refusals to rewrite and statements to account for. Held only for
+/// short, non-async sections.
+#[derive(Default)]
+struct Tracker {
+    refusals: HashMap<u64, PendingRefusal>,
+    in_flight: VecDeque<InFlight>,
+    /// Messages sent that each produce one ReadyForQuery (Query, FunctionCall, Sync).
+    cycles_sent: u64,
+    /// ReadyForQuery messages seen.
+    cycles_done: u64,
+    /// The number of the last refusal registered.
+    last_refusal: u64,
+}
+
+/// Relays until either side ends. `client_buffer` holds client bytes already read.
+pub async fn relay<C, U>(
+    ctx: &SessionContext,
+    client: C,
+    client_buffer: BytesMut,
+    upstream: U,
+    upstream_buffer: BytesMut,
+    statements: &mut u64,
+) -> (SessionEnd, tokio::io::WriteHalf<C>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let mut nonce = [0u8; 8];
+    crate::target::fill_random(&mut nonce);
+    let marker = format!("postern_refused_{}_", hex::encode(nonce));
+    let tracker = Mutex::new(Tracker::default());
+    let end = {
+        let frontend = Frontend {
+            ctx,
+            marker: &marker,
+            tracker: &tracker,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            next_id: statements,
+        };
+        let client_to_upstream = frontend.run(&mut client_read, client_buffer, &mut upstream_write);
+        let upstream_to_client = backend_loop(
+            ctx,
+            &marker,
+            &tracker,
+            &mut upstream_read,
+            upstream_buffer,
+            &mut client_write,
+        );
+        tokio::select! {
+            end = client_to_upstream => end,
+            end = upstream_to_client => end,
+        }
+    };
+    if !matches!(end, SessionEnd::UpstreamClosed) {
+        // Let the database end the backend cleanly rather than log an unexpected EOF.
+        let mut out = BytesMut::new();
+        frontend::encode_terminate(&mut out);
+        let _ = upstream_write.write_all(&out).await;
+    }
+    if let SessionEnd::ClientProtocol(error) = &end {
+        let message = format!("protocol violation: {error}");
+        let mut out = BytesMut::new();
+        Report::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, &message).encode(&mut out);
+        let _ = client_write.write_all(&out).await;
+    }
+    (end, client_write)
+}
+
+/// Per-session memory of the extended protocol, to name what an Execute runs.
+struct Frontend<'a> {
+    ctx: &'a SessionContext,
+    marker: &'a str,
+    tracker: &'a Mutex<Tracker>,
+    statements: HashMap<String, Arc<StatementRecord>>,
+    portals: HashMap<String, Arc<StatementRecord>>,
+    next_id: &'a mut u64,
+}
+
+/// What to do with one client message.
+enum Action {
+    Forward(Frame),
+    /// A simple Query or FunctionCall, refused: stand in a Query that fails to parse.
+    RefuseQuery(Refusal),
+    /// An extended-protocol message, refused: stand in a Parse (of `statement`) that fails.
+    RefuseExtended {
+        statement: String,
+        refusal: Refusal,
+    },
+    /// Forward after the audit event at `event` is written; refuse if it cannot be.
+    AuditThenForward {
+        frame: Frame,
+        event: usize,
+        id: u64,
+        simple: bool,
+    },
+}
+
+impl Frontend<'_> {
+    async fn run<R, W>(
+        mut self,
+        client: &mut R,
+        mut buffer: BytesMut,
+        upstream: &mut W,
+    ) -> SessionEnd
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let decoder = FrameDecoder::new(Side::Frontend, limits::MAX_FRONTEND_MESSAGE_LENGTH);
+        loop {
+            let mut frames = Vec::new();
+            let mut violation = None;
+            loop {
+                match decoder.decode(&mut buffer) {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(error) => {
+                        violation = Some(error);
+                        break;
+                    }
+                }
+            }
+            let terminated = frames.iter().any(|f| f.tag() == frontend::TERMINATE);
+            if !frames.is_empty() {
+                let out = self.process(frames).await;
+                if let Err(error) = upstream.write_all(&out).await {
+                    return SessionEnd::Io(error);
+                }
+            }
+            if let Some(error) = violation {
+                return SessionEnd::ClientProtocol(error);
+            }
+            if terminated {
+                return SessionEnd::Terminated;
+            }
+            match client.read_buf(&mut buffer).await {
+                Ok(0) => return SessionEnd::ClientClosed,
+                Ok(_) => {}
+                Err(error) => return SessionEnd::Io(error),
+            }
+        }
+    }
+
+    /// Decides on a batch of messages, writes their audit events (together), and returns the
+    /// bytes to send upstream.
+    async fn process(&mut self, frames: Vec<Frame>) -> BytesMut {
+        let mut actions = Vec::with_capacity(frames.len());
+        let mut audit_events = Vec::new();
+        for frame in frames {
+            if frame.tag() == frontend::TERMINATE {
+                actions.push(Action::Forward(frame));
+                break;
+            }
+            actions.push(self.decide(frame, &mut audit_events));
+        }
+        let results = join_all(
+            audit_events
+                .into_iter()
+                .map(|event| self.ctx.audit.record(event)),
+        )
+        .await;
+
+        let mut out = BytesMut::new();
+        let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        for action in actions {
+            match action {
+                Action::Forward(frame) => {
+                    if matches!(frame.tag(), frontend::SYNC) {
+                        tracker.cycles_sent += 1;
+                    }
+                    out.extend_from_slice(frame.raw());
+                }
+                Action::AuditThenForward {
+                    frame,
+                    event,
+                    id,
+                    simple,
+                } => {
+                    let written = results.get(event).map(|r| r.as_ref().map(|_| ()));
+                    match written {
+                        Some(Ok(())) => {
+                            let epoch = tracker.cycles_sent;
+                            tracker.in_flight.push_back(InFlight {
+                                id,
+                                epoch,
+                                simple,
+                                started: Instant::now(),
+                                outcome: Outcome::default(),
+                            });
+                            if simple {
+                                tracker.cycles_sent += 1;
+                            }
+                            out.extend_from_slice(frame.raw());
+                        }
+                        other => {
+                            let message = match other {
+                                Some(Err(error)) => {
+                                    tracing::error!(error = %error, "audit log write failed; statement refused");
+                                    error.client_message()
+                                }
+                                _ => "the audit log could not record this statement".to_owned(),
+                            };
+                            let refusal = (sqlstate::IO_ERROR, message);
+                            if simple {
+                                self.stand_in_query(&mut tracker, refusal, &mut out);
+                            } else {
+                                self.stand_in_parse(
+                                    &mut tracker,
+                                    "postern_refused",
+                                    refusal,
+                                    &mut out,
+                                );
+                            }
+                        }
+                    }
+                }
+                Action::RefuseQuery(refusal) => {
+                    let refusal = (sqlstate::INSUFFICIENT_PRIVILEGE, refusal.message);
+                    self.stand_in_query(&mut tracker, refusal, &mut out);
+                }
+                Action::RefuseExtended { statement, refusal } => {
+                    let refusal = (sqlstate::INSUFFICIENT_PRIVILEGE, refusal.message);
+                    self.stand_in_parse(&mut tracker, &statement, refusal, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn decide(&mut self, frame: Frame, audit_events: &mut Vec<Map<String, Value>>) -> Action {
+        match frame.tag() {
+            frontend::QUERY => {
+                let Ok(sql) = frontend::query_text(&frame) else {
+                    return Action::Forward(frame);
+                };
+                let analysis = self.ctx.classifier.analyze(sql);
+                let record = record_of(sql, &analysis);
+                let verdict = guard::check(&analysis, &self.ctx.guard);
+                let id = self.next_statement_id();
+                match verdict {
+                    Ok(()) => {
+                        audit_events.push(events::statement(
+                            &self.ctx.base_event,
+                            id,
+                            "simple",
+                            &record,
+                            None,
+                        ));
+                        Action::AuditThenForward {
+                            frame,
+                            event: audit_events.len() - 1,
+                            id,
+                            simple: true,
+                        }
+                    }
+                    Err(refusal) => {
+                        let reason = (refusal.reason.label(), refusal.message.as_str());
+                        audit_events.push(events::statement(
+                            &self.ctx.base_event,
+                            id,
+                            "simple",
+                            &record,
+                            Some(reason),
+                        ));
+                        Action::RefuseQuery(refusal)
+                    }
+                }
+            }
+            frontend::PARSE => {
+                let Ok(parse) = frontend::parse(&frame) else {
+                    return Action::Forward(frame);
+                };
+                let statement = parse.statement.to_owned();
+                let analysis = self.ctx.classifier.analyze(parse.sql);
+                let record = Arc::new(record_of(parse.sql, &analysis));
+                match guard::check(&analysis, &self.ctx.guard) {
+                    Ok(()) => {
+                        self.statements.insert(statement, record);
+                        Action::Forward(frame)
+                    }
+                    Err(refusal) => {
+                        self.statements.remove(&statement);
+                        let id = self.next_statement_id();
+                        let reason = (refusal.reason.label(), refusal.message.as_str());
+                        audit_events.push(events::statement(
+                            &self.ctx.base_event,
+                            id,
+                            "extended",
+                            &record,
+                            Some(reason),
+                        ));
+                        Action::RefuseExtended { statement, refusal }
+                    }
+                }
+            }
+            frontend::BIND => {
+                if let Ok((portal, statement)) = frontend::bind_names(&frame) {
+                    match self.statements.get(statement) {
+                        Some(record) => {
+                            self.portals.insert(portal.to_owned(), record.clone());
+                        }
+                        None => {
+                            self.portals.remove(portal);
+                        }
+                    }
+                }
+                Action::Forward(frame)
+            }
+            frontend::CLOSE => {
+                if let Ok((kind, name)) = frontend::target(&frame) {
+                    if kind == b'S' {
+                        self.statements.remove(name);
+                    } else {
+                        self.portals.remove(name);
+                    }
+                }
+                Action::Forward(frame)
+            }
+            frontend::EXECUTE => {
+                let record = frontend::execute_portal(&frame)
+                    .ok()
+                    .and_then(|portal| self.portals.get(portal).cloned());
+                match record {
+                    Some(record) => {
+                        let id = self.next_statement_id();
+                        audit_events.push(events::statement(
+                            &self.ctx.base_event,
+                            id,
+                            "extended",
+                            &record,
+                            None,
+                        ));
+                        Action::AuditThenForward {
+                            frame,
+                            event: audit_events.len() - 1,
+                            id,
+                            simple: false,
+                        }
+                    }
+                    // The portal does not exist: the server will say so.
+                    None => Action::Forward(frame),
+                }
+            }
+            frontend::FUNCTION_CALL => Action::RefuseQuery(guard::check_fastpath()),
+            _ => Action::Forward(frame),
+        }
+    }
+
+    fn next_statement_id(&mut self) -> u64 {
+        *self.next_id += 1;
+        *self.next_id
+    }
+
+    /// Sends a Query that cannot parse in place of a refused Query or FunctionCall.
+    fn stand_in_query(
+        &self,
+        tracker: &mut Tracker,
+        refusal: (&'static str, String),
+        out: &mut BytesMut,
+    ) {
+        let key = self.register_refusal(tracker, refusal);
+        frontend::encode_query(&format!("{}{key}", self.marker), out);
+        tracker.cycles_sent += 1;
+    }
+
+    /// Sends a Parse that cannot succeed in place of a refused extended-protocol message.
+    fn stand_in_parse(
+        &self,
+        tracker: &mut Tracker,
+        statement: &str,
+        refusal: (&'static str, String),
+        out: &mut BytesMut,
+    ) {
+        let key = self.register_refusal(tracker, refusal);
+        frontend::encode_parse(statement, &format!("{}{key}", self.marker), out);
+    }
+
+    fn register_refusal(
+        &self,
+        tracker: &mut Tracker,
+        (code, message): (&'static str, String),
+    ) -> u64 {
+        tracker.last_refusal += 1;
+        let key = tracker.last_refusal;
+        tracker.refusals.insert(
+            key,
+            PendingRefusal {
+                epoch: tracker.cycles_sent,
+                code,
+                message,
+            },
+        );
+        key
+    }
+}
+
+fn record_of(sql: &str, analysis: &Analysis) -> StatementRecord {
+    StatementRecord {
+        sql: redact(sql),
+        fingerprint: analysis.fingerprint.clone(),
+        kind: analysis.kind().as_str(),
+    }
+}
+
+async fn backend_loop<R, W>(
+    ctx: &SessionContext,
+    marker: &str,
+    tracker: &Mutex<Tracker>,
+    upstream: &mut R,
+    mut buffer: BytesMut,
+    client: &mut W,
+) -> SessionEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let decoder = FrameDecoder::new(Side::Backend, limits::MAX_BACKEND_MESSAGE_LENGTH);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut finished = Vec::new();
+    loop {
+        loop {
+            let frame = match decoder.decode(&mut buffer) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => return SessionEnd::UpstreamProtocol(error),
+            };
+            let mut tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            match frame.tag() {
+                backend::ERROR_RESPONSE => {
+                    let fields = backend::error_fields(&frame).ok();
+                    let refusal = fields
+                        .as_ref()
+                        .and_then(|f| refusal_key(&f.message, marker))
+                        .and_then(|key| tracker.refusals.remove(&key));
+                    if let Some(refusal) = refusal {
+                        Report::new(Severity::Error, refusal.code, &refusal.message)
+                            .encode(&mut out);
+                        continue;
+                    }
+                    let code = fields.map(|f| f.code).unwrap_or_default();
+                    let epoch = tracker.cycles_done;
+                    if let Some(head) = tracker.in_flight.front_mut().filter(|s| s.epoch == epoch) {
+                        head.outcome.sqlstate = Some(code);
+                        if !head.simple {
+                            finished.extend(tracker.in_flight.pop_front());
+                        }
+                    }
+                }
+                backend::COMMAND_COMPLETE
+                | backend::EMPTY_QUERY_RESPONSE
+                | backend::PORTAL_SUSPENDED => {
+                    let tag = if frame.tag() == backend::COMMAND_COMPLETE {
+                        backend::command_tag(&frame).ok().map(str::to_owned)
+                    } else {
+                        None
+                    };
+                    let epoch = tracker.cycles_done;
+                    if let Some(head) = tracker.in_flight.front_mut().filter(|s| s.epoch == epoch) {
+                        if let Some(tag) = tag {
+                            if let Some(rows) = events::rows_of(&tag) {
+                                *head.outcome.rows.get_or_insert(0) += rows;
+                            }
+                            head.outcome.command_tags.push(tag);
+                        }
+                        if !head.simple {
+                            finished.extend(tracker.in_flight.pop_front());
+                        }
+                    }
+                }
+                backend::READY_FOR_QUERY => {
+                    tracker.cycles_done += 1;
+                    let done = tracker.cycles_done;
+                    while tracker.in_flight.front().is_some_and(|s| s.epoch < done) {
+                        if let Some(mut statement) = tracker.in_flight.pop_front() {
+                            if !statement.simple
+                                && statement.outcome.command_tags.is_empty()
+                                && statement.outcome.sqlstate.is_none()
+                            {
+                                statement.outcome.skipped = true;
+                            }
+                            finished.push(statement);
+                        }
+                    }
+                    tracker.refusals.retain(|_, r| r.epoch >= done);
+                }
+                _ => {}
+            }
+            drop(tracker);
+            out.extend_from_slice(frame.raw());
+        }
+        if !out.is_empty() {
+            if let Err(error) = client.write_all(&out).await {
+                return SessionEnd::Io(error);
+            }
+            out.clear();
+        }
+        for statement in finished.drain(..) {
+            let event = events::statement_end(
+                &ctx.base_event,
+                statement.id,
+                &statement.outcome,
+                statement.started.elapsed(),
+            );
+            if let Err(error) = ctx.audit.record_detached(event).await {
+                tracing::error!(error = %error, "audit log: cannot record a statement's outcome");
+            }
+        }
+        match upstream.read_buf(&mut buffer).await {
+            Ok(0) => return SessionEnd::UpstreamClosed,
+            Ok(_) => {}
+            Err(error) => return SessionEnd::Io(error),
+        }
+    }
+}
+
+/// The refusal number in a server error caused by one of this session's stand-in texts.
+fn refusal_key(message: &str, marker: &str) -> Option<u64> {
+    let start = message.find(marker)? + marker.len();
+    let digits: String = message[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}

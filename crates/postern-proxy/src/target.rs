@@ -1,0 +1,227 @@
+//! A target at run time: its configuration, how to reach its database, and the per-target state
+//! Postern keeps (role passwords it set, the claims signing key).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postern_config::{SecretSource, TargetConfig, UpstreamLogin, UpstreamTlsMode};
+use rustls_pki_types::ServerName;
+use tokio::sync::Mutex;
+
+use crate::claims::SigningKey;
+use crate::error::{SetupError, UpstreamError};
+use crate::tls;
+use crate::upstream::{self, Endpoint, Login, Upstream, quote_ident, quote_literal};
+
+/// How long a missing signing key (no `postern setup-db` yet) is remembered before Postern looks
+/// again, so that running `setup-db` takes effect without a restart.
+const MISSING_KEY_RETRY: Duration = Duration::from_secs(30);
+
+/// A configured target, ready to open sessions.
+pub struct Target {
+    pub name: String,
+    pub config: TargetConfig,
+    pub endpoint: Arc<Endpoint>,
+    /// Passwords Postern set for mapped roles (`role_login` mode), by role.
+    role_passwords: Mutex<HashMap<String, String>>,
+    signing_key: Mutex<Option<(Instant, Option<Arc<SigningKey>>)>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl Target {
+    pub fn new(name: &str, config: &TargetConfig) -> Result<Self, SetupError> {
+        let tls = match config.tls.mode {
+            UpstreamTlsMode::Disable => None,
+            UpstreamTlsMode::VerifyFull => {
+                let connector = tls::connector(config.tls.ca_file.as_deref())?;
+                let host = config
+                    .tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| config.host.clone());
+                let name = ServerName::try_from(host.clone()).map_err(|_| {
+                    SetupError::Tls(format!(
+                        "target {name}: {host:?} is not a valid TLS server name"
+                    ))
+                })?;
+                Some((connector, name))
+            }
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            config: config.clone(),
+            endpoint: Arc::new(Endpoint {
+                host: config.host.clone(),
+                port: config.port,
+                database: config.database.clone(),
+                tls,
+            }),
+            role_passwords: Mutex::new(HashMap::new()),
+            signing_key: Mutex::new(None),
+        })
+    }
+
+    /// Opens Postern's administrative connection (the `admin` login).
+    pub async fn admin(&self) -> Result<Upstream, UpstreamError> {
+        login_as(&self.endpoint, &self.config.admin, &[]).await
+    }
+
+    /// Logs in for a client session as `role`: as the role itself in `role_login` mode, as the
+    /// shared session login in `set_role` mode (the caller then runs `SET ROLE`).
+    pub async fn session(
+        &self,
+        role: &str,
+        parameters: &[(String, String)],
+    ) -> Result<Upstream, UpstreamError> {
+        match self.config.mode {
+            postern_config::UpstreamMode::SetRole => {
+                let login = self
+                    .config
+                    .session_login
+                    .as_ref()
+                    .unwrap_or(&self.config.admin);
+                login_as(&self.endpoint, login, parameters).await
+            }
+            postern_config::UpstreamMode::RoleLogin => {
+                let password = self.role_password(role).await?;
+                let login = Login {
+                    user: role,
+                    password: Some(&password),
+                    parameters,
+                };
+                match upstream::connect(&self.endpoint, &login).await {
+                    // Someone (another Postern, an operator) changed the password: set a new one
+                    // and try once more.
+                    Err(e)
+                        if e.server_code() == Some("28P01")
+                            && !self.config.role_passwords.contains_key(role) =>
+                    {
+                        self.role_passwords.lock().await.remove(role);
+                        let password = self.role_password(role).await?;
+                        let login = Login {
+                            user: role,
+                            password: Some(&password),
+                            parameters,
+                        };
+                        upstream::connect(&self.endpoint, &login).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// The password for logging in as `role`: from the configured secret, or one Postern sets
+    /// itself through the admin connection the first time the role is used.
+    async fn role_password(&self, role: &str) -> Result<String, UpstreamError> {
+        if let Some(secret) = self.config.role_passwords.get(role) {
+            return secret.read().map_err(UpstreamError::Secret);
+        }
+        let mut cache = self.role_passwords.lock().await;
+        if let Some(password) = cache.get(role) {
+            return Ok(password.clone());
+        }
+        let password = random_hex(32);
+        // Only the SCRAM verifier crosses the wire and reaches the server's logs and catalogs.
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let mut admin = self.admin().await?;
+        let result = admin
+            .simple_query(&format!(
+                "ALTER ROLE {} WITH LOGIN PASSWORD {}",
+                quote_ident(role),
+                quote_literal(&verifier)
+            ))
+            .await;
+        admin.terminate().await;
+        result?;
+        cache.insert(role.to_owned(), password.clone());
+        Ok(password)
+    }
+
+    /// The key that signs `postern.claims`, if `postern setup-db` has installed one.
+    pub async fn signing_key(&self) -> Option<Arc<SigningKey>> {
+        let mut slot = self.signing_key.lock().await;
+        if let Some((loaded_at, key)) = slot.as_ref() {
+            if key.is_some() || loaded_at.elapsed() < MISSING_KEY_RETRY {
+                return key.clone();
+            }
+        }
+        let key = match self.load_signing_key().await {
+            Ok(key) => Some(Arc::new(key)),
+            Err(e) => {
+                tracing::warn!(target = %self.name, error = %e,
+                    "no claims signing key: postern.claims() will be NULL; run `postern setup-db {}`", self.name);
+                None
+            }
+        };
+        *slot = Some((Instant::now(), key.clone()));
+        key
+    }
+
+    async fn load_signing_key(&self) -> Result<SigningKey, UpstreamError> {
+        let mut admin = self.admin().await?;
+        let result = admin
+            .simple_query("SELECT encode(key, 'hex') FROM postern.signing_key WHERE id = 1")
+            .await;
+        admin.terminate().await;
+        let hex_key = result?
+            .rows
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .ok_or_else(|| UpstreamError::Secret("postern.signing_key is empty".into()))?;
+        let key = hex::decode(hex_key)
+            .map_err(|e| UpstreamError::Secret(format!("signing key is not hex: {e}")))?;
+        Ok(SigningKey::new(&key))
+    }
+}
+
+async fn login_as(
+    endpoint: &Endpoint,
+    login: &UpstreamLogin,
+    parameters: &[(String, String)],
+) -> Result<Upstream, UpstreamError> {
+    let password = read_optional(login.password.as_ref())?;
+    upstream::connect(
+        endpoint,
+        &Login {
+            user: &login.user,
+            password: password.as_deref(),
+            parameters,
+        },
+    )
+    .await
+}
+
+fn read_optional(secret: Option<&SecretSource>) -> Result<Option<String>, UpstreamError> {
+    secret
+        .map(|s| s.read().map_err(UpstreamError::Secret))
+        .transpose()
+}
+
+/// `bytes` random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf);
+    hex::encode(buf)
+}
+
+/// Fills `buf` from the system's secure random source.
+pub fn fill_random(buf: &mut [u8]) {
+    use aws_lc_rs::rand::SecureRandom;
+    // The system RNG failing is not something Postern can work around; aws-lc aborts on it
+    // itself, so this error path is unreachable in practice.
+    if aws_lc_rs::rand::SystemRandom::new().fill(buf).is_err() {
+        tracing::error!("the system random number generator failed");
+        std::process::abort();
+    }
+}
