@@ -1,3 +1,117 @@
-fn main() {
-    println!("Hello, world!");
+//! The `postern` command: serve, try it out (`quickstart`), mint development tokens, prepare a
+//! target database, verify the audit log.
+
+// A command-line program: printing to stdout is its job.
+#![allow(clippy::print_stdout)]
+
+mod audit_cmd;
+mod quickstart;
+mod serve;
+mod setup_db;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "An identity-aware proxy for PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Postern with a configuration file.
+    Serve {
+        #[arg(long, short, default_value = "postern.toml")]
+        config: PathBuf,
+    },
+    /// Start a throwaway PostgreSQL, a development identity provider and Postern in front of
+    /// them; Ctrl-C stops and removes everything.
+    Quickstart(quickstart::Args),
+    /// Print a token from the quickstart's development identity provider.
+    Token(token::Args),
+    /// Install the `postern` schema (signed claims for row-level security) in a target database.
+    SetupDb {
+        /// The target, as named in the configuration.
+        target: String,
+        #[arg(long, short, default_value = "postern.toml")]
+        config: PathBuf,
+    },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::Command,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("postern: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve::run(&config).await,
+            Command::Quickstart(args) => quickstart::run(args).await,
+            Command::Token(args) => token::run(&args),
+            Command::SetupDb { target, config } => setup_db::run(&target, &config).await,
+            Command::Audit { command } => audit_cmd::run(command),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("postern: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+pub(crate) fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub(crate) async fn stop_requested() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -1,0 +1,170 @@
+//! `postern quickstart`: a throwaway PostgreSQL, a development identity provider on loopback and
+//! Postern in front of them, with the demo target, until Ctrl-C — then everything is removed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use postern_config::UpstreamMode;
+use postern_proxy::Proxy;
+use postern_sandbox::cluster::{ClusterOptions, PgCluster};
+use postern_sandbox::demo::{self, DEMO_TARGET, DemoOptions};
+use postern_sandbox::idp::DevIdentityProvider;
+
+pub const DEFAULT_DIR: &str = "postern-quickstart";
+pub const IDP_DIR: &str = "idp";
+const PG_DIR: &str = "pg";
+const SECRETS_DIR: &str = "secrets";
+const AUDIT_FILE: &str = "audit.jsonl";
+const CONFIG_FILE: &str = "postern.toml";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the quickstart keeps its files (removed on exit).
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// The port Postern listens on (127.0.0.1).
+    #[arg(long, default_value_t = 6432)]
+    port: u16,
+    /// How Postern takes on the mapped role upstream.
+    #[arg(long, value_enum, default_value_t = Mode::RoleLogin)]
+    mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    RoleLogin,
+    SetRole,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::init_logging("warn,postern_proxy=info");
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
+    // Whatever an earlier quickstart left behind (it was killed before it could clean up) is
+    // throwaway by definition.
+    remove_created(&dir);
+
+    println!("Starting PostgreSQL in {} ...", dir.join(PG_DIR).display());
+    let cluster = PgCluster::start(ClusterOptions {
+        dir: Some(dir.join(PG_DIR)),
+        tls: false,
+        extra_hba: Vec::new(),
+    })
+    .await
+    .context("cannot start PostgreSQL")?;
+    let result = run_with_cluster(&args, &dir, &cluster).await;
+    println!("Stopping PostgreSQL and removing {} ...", dir.display());
+    if let Err(error) = cluster.stop().await {
+        eprintln!("postern: stopping PostgreSQL: {error}");
+    }
+    remove_created(&dir);
+    let _ = std::fs::remove_dir(&dir);
+    result
+}
+
+async fn run_with_cluster(
+    args: &Args,
+    dir: &Path,
+    cluster: &PgCluster,
+) -> anyhow::Result<ExitCode> {
+    let idp = DevIdentityProvider::start(&dir.join(IDP_DIR))
+        .await
+        .context("cannot start the development identity provider")?;
+    let secrets = dir.join(SECRETS_DIR);
+    demo::prepare_demo_database(cluster, &secrets)
+        .await
+        .context("cannot create the demo database")?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let mode = match args.mode {
+        Mode::RoleLogin => UpstreamMode::RoleLogin,
+        Mode::SetRole => UpstreamMode::SetRole,
+    };
+    let config = demo::demo_config(
+        cluster,
+        &idp,
+        &DemoOptions {
+            listen,
+            mode,
+            tls: None,
+            allow_plaintext_loopback: true,
+            audit_path: dir.join(AUDIT_FILE),
+            secrets_dir: secrets,
+        },
+    )?;
+    // For reference: the same deployment, runnable with `postern serve --config` while the
+    // quickstart's database and identity provider are up.
+    std::fs::write(dir.join(CONFIG_FILE), toml::to_string_pretty(&config)?)?;
+    postern_proxy::setup_target_database(DEMO_TARGET, &config)
+        .await
+        .map_err(|e| anyhow::anyhow!("setup-db: {e}"))?;
+    let proxy = Proxy::bind(&config).await.with_context(|| {
+        format!("cannot start Postern on {listen} (use --port to pick another port)")
+    })?;
+    let shutdown = proxy.shutdown_handle();
+    let serving = tokio::spawn(proxy.serve());
+    print_instructions(args, dir, listen);
+    crate::stop_requested().await;
+    println!("\nStopping Postern ...");
+    shutdown.cancel();
+    let _ = serving.await;
+    drop(idp);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_instructions(args: &Args, dir: &Path, listen: SocketAddr) {
+    let postern = command_name();
+    let dir_arg = if args.dir == Path::new(DEFAULT_DIR) {
+        String::new()
+    } else {
+        format!(" --dir {}", dir.display())
+    };
+    let port = listen.port();
+    println!(
+        "
+Postern is running on {listen}, in front of a throwaway PostgreSQL with database `{DEMO_TARGET}`.
+
+Connect as an analyst (role reader: may read public.orders):
+
+  export PGPASSWORD=\"$({postern} token --dev{dir_arg} --sub alice@example.com --groups analysts)\"
+  psql \"host=127.0.0.1 port={port} dbname={DEMO_TARGET} user=reader\"
+
+Connect as an engineer (role writer): use --groups engineers and user=writer.
+Tokens last 15 minutes (--ttl to change). Add --claim tenant_id=acme for claims that row-level
+security can read with postern.claim('tenant_id').
+
+Every statement is recorded in {audit}; check its hash chain with:
+  {postern} audit verify {audit}
+
+Press Ctrl-C to stop; everything in {dir} is then removed.",
+        audit = dir.join(AUDIT_FILE).display(),
+        dir = dir.display(),
+    );
+}
+
+/// How the user runs this binary: via cargo when it lives in a cargo target directory.
+fn command_name() -> String {
+    let in_target_dir = std::env::current_exe()
+        .map(|exe| exe.components().any(|c| c.as_os_str() == "target"))
+        .unwrap_or(false);
+    if in_target_dir {
+        "cargo run -q -p postern --".to_owned()
+    } else {
+        "postern".to_owned()
+    }
+}
+
+/// Removes what a quickstart creates in `dir`, and nothing else that may live there.
+fn remove_created(dir: &Path) {
+    for name in [PG_DIR, IDP_DIR, SECRETS_DIR] {
+        let _ = std::fs::remove_dir_all(dir.join(name));
+    }
+    for name in [AUDIT_FILE, CONFIG_FILE] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
