@@ -150,10 +150,10 @@ impl Target {
     /// The key that signs `postern.claims`, if `postern setup-db` has installed one.
     pub async fn signing_key(&self) -> Option<Arc<SigningKey>> {
         let mut slot = self.signing_key.lock().await;
-        if let Some((loaded_at, key)) = slot.as_ref() {
-            if key.is_some() || loaded_at.elapsed() < MISSING_KEY_RETRY {
-                return key.clone();
-            }
+        if let Some((loaded_at, key)) = slot.as_ref()
+            && (key.is_some() || loaded_at.elapsed() < MISSING_KEY_RETRY)
+        {
+            return key.clone();
         }
         let key = match self.load_signing_key().await {
             Ok(key) => Some(Arc::new(key)),
