@@ -61,8 +61,8 @@ pub enum UpstreamError {
     },
     #[error("connection to {address} timed out")]
     Timeout { address: String },
-    #[error("{address} does not accept TLS")]
-    TlsRefused { address: String },
+    #[error("{address} does not accept TLS (it answered {:?} to the TLS request)", char::from(*answer))]
+    TlsRefused { address: String, answer: u8 },
     #[error("TLS with {address} failed: {source}")]
     Tls {
         address: String,

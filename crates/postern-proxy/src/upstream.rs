@@ -73,7 +73,7 @@ impl Endpoint {
         tcp.write_all(&request).await?;
         let answer = tcp.read_u8().await?;
         if answer != b'S' {
-            return Err(UpstreamError::TlsRefused { address });
+            return Err(UpstreamError::TlsRefused { address, answer });
         }
         let tls = connector
             .connect(name.clone(), tcp)

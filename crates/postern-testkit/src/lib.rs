@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use postern_config::{Config, TlsFiles, UpstreamMode};
+use postern_config::{Config, TlsFiles, UpstreamMode, UpstreamTls, UpstreamTlsMode};
 use postern_sandbox::cluster::{ClusterOptions, PgCluster};
 use postern_sandbox::demo::{self, DEMO_TARGET, DemoOptions};
 use postern_sandbox::idp::DevIdentityProvider;
@@ -32,6 +32,10 @@ pub struct StackOptions {
     pub allow_plaintext_loopback: bool,
     /// Run `postern setup-db` on the demo target (signed claims).
     pub setup_db: bool,
+    /// Give PostgreSQL a certificate and have Postern connect to it with verified TLS.
+    pub upstream_tls: bool,
+    /// `pg_hba.conf` lines placed before the defaults (e.g. to test md5 or trust upstream).
+    pub extra_hba: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -41,6 +45,8 @@ impl Default for StackOptions {
             client_tls: false,
             allow_plaintext_loopback: true,
             setup_db: true,
+            upstream_tls: false,
+            extra_hba: Vec::new(),
         }
     }
 }
@@ -62,9 +68,13 @@ impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         init_tracing();
         let dir = tempfile::tempdir().context("temporary directory")?;
-        let cluster = PgCluster::start(ClusterOptions::default())
-            .await
-            .context("starting PostgreSQL")?;
+        let cluster = PgCluster::start(ClusterOptions {
+            dir: None,
+            tls: options.upstream_tls,
+            extra_hba: options.extra_hba.clone(),
+        })
+        .await
+        .context("starting PostgreSQL")?;
         let idp = DevIdentityProvider::start(&dir.path().join("idp"))
             .await
             .context("starting the identity provider")?;
@@ -78,7 +88,7 @@ impl Stack {
             None
         };
         let ca_certificate = tls.as_ref().map(|t: &TlsFiles| t.certificate.clone());
-        let config = demo::demo_config(
+        let mut config = demo::demo_config(
             &cluster,
             &idp,
             &DemoOptions {
@@ -90,6 +100,14 @@ impl Stack {
                 secrets_dir: secrets,
             },
         )?;
+        if options.upstream_tls {
+            let target = config.targets.get_mut(DEMO_TARGET).context("demo target")?;
+            target.tls = UpstreamTls {
+                mode: UpstreamTlsMode::VerifyFull,
+                ca_file: cluster.ca_certificate_path().map(Path::to_path_buf),
+                server_name: None,
+            };
+        }
         if options.setup_db {
             postern_proxy::setup_target_database(DEMO_TARGET, &config)
                 .await
