@@ -320,8 +320,7 @@ async fn role_login_mode_has_nothing_to_reset_to() {
     let error = stack
         .direct_as("reader", "known-to-the-test")
         .await
-        .err()
-        .expect("the password the test set was replaced");
+        .expect_err("the password the test set was replaced");
     assert!(
         format!("{error:#}").contains("password authentication failed"),
         "{error:#}"
