@@ -43,11 +43,19 @@ impl Refused {
 
     /// A client broke the protocol.
     pub fn protocol(error: &WireError) -> Self {
-        Self::new(
-            sqlstate::PROTOCOL_VIOLATION,
-            error.label(),
-            format!("protocol violation: {error}"),
-        )
+        match error {
+            // As PostgreSQL answers an old or future major version.
+            WireError::UnsupportedProtocol { .. } => Self::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                error.label(),
+                format!("{error}: Postern supports protocol 3.0"),
+            ),
+            _ => Self::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                error.label(),
+                format!("protocol violation: {error}"),
+            ),
+        }
     }
 }
 

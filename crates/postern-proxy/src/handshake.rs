@@ -40,7 +40,19 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         base_event: Map::new(),
     };
     let timeout = shared.listen.handshake_timeout;
-    let started = tokio::time::timeout(timeout, conn.handshake()).await;
+    let shutdown = shared.shutdown.clone();
+    let started = tokio::select! {
+        started = tokio::time::timeout(timeout, conn.handshake()) => started,
+        () = shutdown.cancelled() => {
+            let refused = Refused::new(
+                sqlstate::ADMIN_SHUTDOWN,
+                "shutdown",
+                "Postern is shutting down",
+            );
+            conn.refuse(&refused).await;
+            return;
+        }
+    };
     let ready = match started {
         Ok(Ok(Some(ready))) => ready,
         // A cancel request, or a client that left before giving its token.
@@ -399,25 +411,21 @@ impl Connection {
             buffer: upstream_buffer,
             ..
         } = upstream;
-        let relay = session::relay(
+        let (end, mut client) = session::relay(
             &context,
             stream,
             buffer,
             upstream_stream,
             upstream_buffer,
             &mut statements,
-        );
-        let shutdown = shared.shutdown.clone();
-        let end_label = tokio::select! {
-            (end, mut client) = relay => {
-                if let Some(detail) = end.detail() {
-                    tracing::warn!(client = %peer, reason = end.label(), detail, "session ended abnormally");
-                }
-                let _ = client.shutdown().await;
-                end.label()
-            }
-            () = shutdown.cancelled() => "shutdown",
-        };
+            &shared.shutdown,
+        )
+        .await;
+        if let Some(detail) = end.detail() {
+            tracing::warn!(client = %peer, reason = end.label(), detail, "session ended abnormally");
+        }
+        let _ = client.shutdown().await;
+        let end_label = end.label();
         drop(cancel);
         let event = events::session_end(
             &context.base_event,

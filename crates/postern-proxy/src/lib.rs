@@ -143,6 +143,14 @@ impl Proxy {
         drop(listener);
         tasks.close();
         tasks.wait().await;
+        // Every session has ended: wait for the audit writer to write what they queued, so that
+        // when `serve` returns the log is complete.
+        match Arc::try_unwrap(shared) {
+            Ok(shared) => shared.audit.close().await,
+            Err(_) => tracing::warn!(
+                "audit log still in use at shutdown; its last events may be written late"
+            ),
+        }
         tracing::info!("Postern stopped");
     }
 }

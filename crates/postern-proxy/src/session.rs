@@ -43,6 +43,8 @@ pub enum SessionEnd {
     /// The database broke the protocol.
     UpstreamProtocol(WireError),
     Io(std::io::Error),
+    /// Postern is shutting down; the client is told so.
+    Shutdown,
 }
 
 impl SessionEnd {
@@ -54,6 +56,7 @@ impl SessionEnd {
             Self::ClientProtocol(_) => "client_protocol_violation",
             Self::UpstreamProtocol(_) => "upstream_protocol_violation",
             Self::Io(_) => "io_error",
+            Self::Shutdown => "shutdown",
         }
     }
 
@@ -116,6 +119,7 @@ pub async fn relay<C, U>(
     upstream: U,
     upstream_buffer: BytesMut,
     statements: &mut u64,
+    shutdown: &tokio_util::sync::CancellationToken,
 ) -> (SessionEnd, tokio::io::WriteHalf<C>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -148,6 +152,7 @@ where
         tokio::select! {
             end = client_to_upstream => end,
             end = upstream_to_client => end,
+            () = shutdown.cancelled() => SessionEnd::Shutdown,
         }
     };
     if !matches!(end, SessionEnd::UpstreamClosed) {
@@ -156,10 +161,20 @@ where
         frontend::encode_terminate(&mut out);
         let _ = upstream_write.write_all(&out).await;
     }
-    if let SessionEnd::ClientProtocol(error) = &end {
-        let message = format!("protocol violation: {error}");
+    let farewell = match &end {
+        SessionEnd::ClientProtocol(error) => Some((
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("protocol violation: {error}"),
+        )),
+        SessionEnd::Shutdown => Some((
+            sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection because Postern is shutting down".to_owned(),
+        )),
+        _ => None,
+    };
+    if let Some((code, message)) = farewell {
         let mut out = BytesMut::new();
-        Report::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, &message).encode(&mut out);
+        Report::new(Severity::Fatal, code, &message).encode(&mut out);
         let _ = client_write.write_all(&out).await;
     }
     (end, client_write)

@@ -301,11 +301,15 @@ pub fn encode_ready_for_query(status: TransactionStatus, out: &mut BytesMut) {
     patch_length(out, start);
 }
 
-/// NegotiateProtocolVersion: the newest minor version supported and the `_pq_` options that
-/// were not recognised.
+/// NegotiateProtocolVersion: the newest protocol version supported for major version 3 and the
+/// `_pq_` options that were not recognised.
+///
+/// The documentation calls the first field the "newest minor protocol version", but PostgreSQL
+/// sends, and libpq expects, the whole version number (`3 << 16 | minor`): libpq rejects a value
+/// below 3.0 as "server only supports protocol version 0.x".
 pub fn encode_negotiate_protocol_version(minor: u16, unrecognised: &[&str], out: &mut BytesMut) {
     let start = begin(out, NEGOTIATE_PROTOCOL_VERSION);
-    out.put_i32(i32::from(minor));
+    out.put_i32((i32::from(crate::startup::PROTOCOL_MAJOR) << 16) | i32::from(minor));
     out.put_i32(i32::try_from(unrecognised.len()).unwrap_or(i32::MAX));
     for option in unrecognised {
         put_cstr(out, option);
