@@ -12,13 +12,19 @@ use postern_testkit::{Stack, StackOptions};
 const POSTERN: &str = env!("CARGO_BIN_EXE_postern");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn psql(port: u16, user: &str, token: &str, sql: &str) -> std::process::Output {
     Command::new("psql")
         .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .arg(format!("host=127.0.0.1 port={port} dbname=demo user={user} connect_timeout=10"))
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname=demo user={user} connect_timeout=10"
+        ))
         .env("PGPASSWORD", token)
         .env_remove("PGSSLMODE")
         .output()
@@ -27,11 +33,23 @@ fn psql(port: u16, user: &str, token: &str, sql: &str) -> std::process::Output {
 
 fn dev_token(dir: &Path, groups: &str) -> String {
     let output = Command::new(POSTERN)
-        .args(["token", "--dev", "--sub", "alice@example.com", "--groups", groups, "--dir"])
+        .args([
+            "token",
+            "--dev",
+            "--sub",
+            "alice@example.com",
+            "--groups",
+            groups,
+            "--dir",
+        ])
         .arg(dir)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
@@ -58,20 +76,39 @@ fn quickstart_serves_psql_with_a_dev_token_and_cleans_up_on_ctrl_c() {
     });
     let mut printed = String::new();
     loop {
-        let line = lines.recv_timeout(Duration::from_secs(120)).expect("quickstart did not get ready");
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("quickstart did not get ready");
         printed.push_str(&line);
         printed.push('\n');
         if line.starts_with("Press Ctrl-C") {
             break;
         }
     }
-    assert!(printed.contains(&format!("psql \"host=127.0.0.1 port={port} dbname=demo user=reader\"")), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "psql \"host=127.0.0.1 port={port} dbname=demo user=reader\""
+        )),
+        "{printed}"
+    );
     assert!(printed.contains("token --dev"), "{printed}");
 
     let token = dev_token(&dir, "analysts");
-    let output = psql(port, "reader", &token, "SELECT current_user, postern.subject(), count(*) FROM orders");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "reader|alice@example.com|4");
+    let output = psql(
+        port,
+        "reader",
+        &token,
+        "SELECT current_user, postern.subject(), count(*) FROM orders",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "reader|alice@example.com|4"
+    );
 
     let output = psql(port, "reader", &token, "DELETE FROM orders");
     assert!(!output.status.success());
@@ -80,18 +117,31 @@ fn quickstart_serves_psql_with_a_dev_token_and_cleans_up_on_ctrl_c() {
     let output = psql(port, "writer", &token, "SELECT 1");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("may not assume role \"writer\"") && stderr.contains("roles you may use: reader"), "{stderr}");
+    assert!(
+        stderr.contains("may not assume role \"writer\"")
+            && stderr.contains("roles you may use: reader"),
+        "{stderr}"
+    );
 
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let (done_tx, done) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = done_tx.send(child.wait());
     });
-    let exit = done.recv_timeout(Duration::from_secs(60)).expect("quickstart did not stop on Ctrl-C").unwrap();
+    let exit = done
+        .recv_timeout(Duration::from_secs(60))
+        .expect("quickstart did not stop on Ctrl-C")
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
     assert!(!dir.exists(), "quickstart left {} behind", dir.display());
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "Postern still listening");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "Postern still listening"
+    );
 }
 
 #[test]
@@ -112,29 +162,54 @@ async fn audit_verify_passes_then_names_the_event_after_a_changed_byte() {
     let token = stack.token("alice@example.com", &["analysts"]);
     let client = stack.connect("reader", &token).await.unwrap();
     for _ in 0..3 {
-        client.simple_query("SELECT count(*) FROM orders").await.unwrap();
+        client
+            .simple_query("SELECT count(*) FROM orders")
+            .await
+            .unwrap();
     }
     drop(client);
     stack.stop_proxy().await;
     let path = stack.audit_path();
 
-    let output = Command::new(POSTERN).args(["audit", "verify"]).arg(&path).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let output = Command::new(POSTERN)
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: "));
 
     // Change one byte inside the third event: "alice" becomes "alicf".
     let mut bytes = std::fs::read(&path).unwrap();
-    let line_starts: Vec<usize> =
-        std::iter::once(0).chain(bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1)).collect();
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .collect();
     let third = &bytes[line_starts[2]..line_starts[3]];
     let offset = line_starts[2] + find(third, b"alice@example.com").unwrap() + 4;
     bytes[offset] = b'f';
     std::fs::write(&path, &bytes).unwrap();
 
-    let output = Command::new(POSTERN).args(["audit", "verify"]).arg(&path).output().unwrap();
+    let output = Command::new(POSTERN)
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("event 4 (line 4): prev does not match the hash of event 3"), "{stdout}");
+    assert!(
+        stdout.contains("event 4 (line 4): prev does not match the hash of event 3"),
+        "{stdout}"
+    );
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
