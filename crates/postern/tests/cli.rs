@@ -1,6 +1,12 @@
 //! The `postern` binary tried as a new user would: quickstart, a development token, psql with the
 //! token in PGPASSWORD, Ctrl-C cleaning up; and `postern audit verify` on a real audit log.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,5 +1,11 @@
 //! The README stays true: its example configuration parses and validates, and its commands exist.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
 const README: &str = include_str!("../../../README.md");
 
 #[test]

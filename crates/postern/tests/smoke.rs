@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
 use postern_testkit::{Stack, StackOptions};
 
 #[tokio::test]

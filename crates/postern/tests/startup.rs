@@ -2,6 +2,12 @@
 //! protocol version negotiation, and startup parameters Postern refuses before it asks for a
 //! token.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
 mod common;
 
 use bytes::{BufMut, BytesMut};

@@ -1,6 +1,12 @@
 //! Postern's own connections to the database: verified TLS, and each password method PostgreSQL
 //! may ask for (SCRAM-SHA-256 is what every other test uses; md5 and trust here).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
 use std::collections::BTreeMap;
 
 use postern_config::{RoleRule, SecretSource, UpstreamTlsMode};
