@@ -237,6 +237,24 @@ struct Writer {
     needs_repair: bool,
 }
 
+/// How long `open` waits for another writer to let go of the file. A lock is held by whoever has
+/// the file open, including, for an instant, a child process forked by the previous holder before
+/// it runs `exec`; a restarting Postern may also still be closing it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Tries to take the exclusive lock until `wait` has passed.
+fn lock_within(file: &std::fs::File, wait: std::time::Duration) -> Result<(), TryLockError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Writer {
     fn open(path: PathBuf, durability: Durability) -> Result<Self, AuditError> {
         let file = OpenOptions::new()
@@ -249,7 +267,7 @@ impl Writer {
         let metadata = file.metadata().map_err(|e| open_error(&path, e))?;
         let regular = metadata.file_type().is_file();
         if regular {
-            match file.try_lock() {
+            match lock_within(&file, LOCK_WAIT) {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => return Err(AuditError::Locked { path }),
                 Err(TryLockError::Error(e)) => tracing::warn!(
