@@ -8,6 +8,7 @@
 mod error;
 mod issuer;
 mod listen;
+mod policy;
 mod target;
 
 use std::collections::BTreeMap;
@@ -18,8 +19,10 @@ use serde::{Deserialize, Serialize};
 pub use error::{ConfigError, Problem};
 pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
 pub use listen::{ListenConfig, TlsFiles};
+pub use policy::PolicyConfig;
 pub use target::{
-    RoleRule, SecretSource, TargetConfig, UpstreamLogin, UpstreamMode, UpstreamTls, UpstreamTlsMode,
+    EphemeralConfig, MAX_NAME_PREFIX_BYTES, OnOwnedObjects, RoleRule, SecretSource, TargetConfig,
+    UpstreamLogin, UpstreamMode, UpstreamTls, UpstreamTlsMode,
 };
 
 /// The whole of `postern.toml`.
@@ -38,6 +41,9 @@ pub struct Config {
     /// Where the audit trail goes.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Statement policies (Cedar).
+    #[serde(default)]
+    pub policy: PolicyConfig,
 }
 
 /// The audit trail's destination.
@@ -80,6 +86,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.listen.validate(&mut problems);
+        self.policy.validate(&mut problems);
         if self.issuers.is_empty() {
             problems.push(Problem::new(
                 "issuers",
@@ -98,6 +105,7 @@ impl Config {
         for (name, target) in &self.targets {
             target.validate(&format!("targets.{name}"), &self.issuers, &mut problems);
         }
+        target::validate_ephemeral_prefixes(&self.targets, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use postern_config::{
-    AuditConfig, Config, IssuerConfig, JwksSource, ListenConfig, RoleRule, SecretSource,
+    AuditConfig, Config, IssuerConfig, PolicyConfig, JwksSource, ListenConfig, RoleRule, SecretSource,
     TargetConfig, TlsFiles, UpstreamLogin, UpstreamMode, UpstreamTls,
 };
 
@@ -124,6 +124,7 @@ pub fn demo_config(
             rule(READER_ROLE, "analysts"),
             rule(WRITER_ROLE, "engineers"),
         ],
+        ephemeral: None,
     };
     let mut targets = BTreeMap::new();
     targets.insert(DEMO_TARGET.to_owned(), target);
@@ -140,6 +141,7 @@ pub fn demo_config(
         audit: AuditConfig {
             path: options.audit_path.clone(),
         },
+        policy: PolicyConfig::default(),
     })
 }
 
