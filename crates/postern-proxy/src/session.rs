@@ -109,7 +109,14 @@ struct Tracker {
     cycles_done: u64,
     /// The number of the last refusal registered.
     last_refusal: u64,
+    /// The client is gone or broke the protocol: the backend loop stops once every cycle sent
+    /// has completed.
+    draining: bool,
 }
+
+/// How long a session ending on a client's protocol violation waits for the statements already
+/// forwarded to finish, so their results reach the client before the FATAL error.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Relays until either side ends. `client_buffer` holds client bytes already read.
 pub async fn relay<C, U>(
@@ -149,11 +156,25 @@ where
             upstream_buffer,
             &mut client_write,
         );
-        tokio::select! {
+        let mut upstream_to_client = std::pin::pin!(upstream_to_client);
+        let end = tokio::select! {
             end = client_to_upstream => end,
-            end = upstream_to_client => end,
+            end = &mut upstream_to_client => end,
             () = shutdown.cancelled() => SessionEnd::Shutdown,
+        };
+        if matches!(end, SessionEnd::ClientProtocol(_)) {
+            // What was forwarded before the violation runs to completion, as it would on the
+            // server itself: relay its results before saying goodbye.
+            let caught_up = {
+                let mut tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+                tracker.draining = true;
+                tracker.cycles_done >= tracker.cycles_sent
+            };
+            if !caught_up {
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut upstream_to_client).await;
+            }
         }
+        end
     };
     if !matches!(end, SessionEnd::UpstreamClosed) {
         // Let the database end the backend cleanly rather than log an unexpected EOF.
@@ -233,6 +254,16 @@ impl Frontend<'_> {
                         break;
                     }
                 }
+            }
+            // A Query or Parse Postern cannot read is never forwarded: what the guard cannot
+            // read, it cannot check. Everything before it still goes through.
+            if let Some((index, error)) = frames
+                .iter()
+                .enumerate()
+                .find_map(|(i, f)| unreadable_sql(f).map(|e| (i, e)))
+            {
+                frames.truncate(index);
+                violation = Some(error);
             }
             let terminated = frames.iter().any(|f| f.tag() == frontend::TERMINATE);
             if !frames.is_empty() {
@@ -347,8 +378,8 @@ impl Frontend<'_> {
                 let Ok(sql) = frontend::query_text(&frame) else {
                     return Action::Forward(frame);
                 };
-                let analysis = self.ctx.classifier.analyze(sql);
-                let record = record_of(sql, &analysis);
+                let analysis = self.ctx.classifier.analyze(&sql);
+                let record = record_of(&sql, &analysis);
                 let verdict = guard::check(&analysis, &self.ctx.guard);
                 let id = self.next_statement_id();
                 match verdict {
@@ -385,8 +416,8 @@ impl Frontend<'_> {
                     return Action::Forward(frame);
                 };
                 let statement = parse.statement.to_owned();
-                let analysis = self.ctx.classifier.analyze(parse.sql);
-                let record = Arc::new(record_of(parse.sql, &analysis));
+                let analysis = self.ctx.classifier.analyze(&parse.sql);
+                let record = Arc::new(record_of(&parse.sql, &analysis));
                 match guard::check(&analysis, &self.ctx.guard) {
                     Ok(()) => {
                         self.statements.insert(statement, record);
@@ -508,6 +539,15 @@ impl Frontend<'_> {
     }
 }
 
+/// The decoding error of a Query or Parse message whose text cannot be read.
+fn unreadable_sql(frame: &Frame) -> Option<WireError> {
+    match frame.tag() {
+        frontend::QUERY => frontend::query_text(frame).err(),
+        frontend::PARSE => frontend::parse(frame).err(),
+        _ => None,
+    }
+}
+
 fn record_of(sql: &str, analysis: &Analysis) -> StatementRecord {
     StatementRecord {
         sql: redact(sql),
@@ -531,6 +571,7 @@ where
     let decoder = FrameDecoder::new(Side::Backend, limits::MAX_BACKEND_MESSAGE_LENGTH);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut finished = Vec::new();
+    let mut drained = false;
     loop {
         loop {
             let frame = match decoder.decode(&mut buffer) {
@@ -596,6 +637,9 @@ where
                         }
                     }
                     tracker.refusals.retain(|_, r| r.epoch >= done);
+                    if tracker.draining && done >= tracker.cycles_sent {
+                        drained = true;
+                    }
                 }
                 _ => {}
             }
@@ -618,6 +662,9 @@ where
             if let Err(error) = ctx.audit.record_detached(event).await {
                 tracing::error!(error = %error, "audit log: cannot record a statement's outcome");
             }
+        }
+        if drained {
+            return SessionEnd::UpstreamClosed;
         }
         match upstream.read_buf(&mut buffer).await {
             Ok(0) => return SessionEnd::UpstreamClosed,

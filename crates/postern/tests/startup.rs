@@ -258,3 +258,34 @@ async fn shutdown_tells_open_sessions_and_waiting_handshakes() {
     assert_eq!(ends.len(), 1);
     assert_eq!(ends[0]["reason"], "shutdown");
 }
+
+#[tokio::test]
+async fn a_query_postern_cannot_read_is_never_forwarded() {
+    let stack = common::stack(postern_config::UpstreamMode::RoleLogin).await;
+    let token = stack.token("alice@example.com", &["analysts"]);
+    let (mut client, _) = RawClient::login(stack.addr, "reader", &token).await;
+    // A well-formed query, then one whose text has no terminating NUL, in one write.
+    let mut out = BytesMut::new();
+    postern_wire::frontend::encode_query("SELECT 1", &mut out);
+    let unterminated = b"SELECT 2";
+    out.put_u8(b'Q');
+    out.put_i32(i32::try_from(4 + unterminated.len()).unwrap());
+    out.put_slice(unterminated);
+    client.send(&out).await;
+    let messages = client.read_to_end().await;
+    let tags: Vec<u8> = messages.iter().map(|m| m.tag).collect();
+    assert_eq!(
+        tags.iter().filter(|t| **t == backend::DATA_ROW).count(),
+        1,
+        "only the first query ran: {tags:?}"
+    );
+    let last = messages.last().unwrap();
+    assert_eq!(last.tag, backend::ERROR_RESPONSE);
+    let error = last.error();
+    assert_eq!(
+        (error.severity.as_str(), error.code.as_str()),
+        ("FATAL", "08P01"),
+        "{}",
+        error.message
+    );
+}
