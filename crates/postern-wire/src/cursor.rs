@@ -52,8 +52,8 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
-    /// A NUL-terminated string, which must be UTF-8.
-    pub(crate) fn cstr(&mut self) -> Result<&'a str, WireError> {
+    /// A NUL-terminated string's bytes, in whatever encoding the client uses.
+    pub(crate) fn cstr_bytes(&mut self) -> Result<&'a [u8], WireError> {
         let end = self
             .buf
             .iter()
@@ -62,11 +62,17 @@ impl<'a> Cursor<'a> {
                 what: self.what,
                 why: "string is not NUL-terminated",
             })?;
-        let text = std::str::from_utf8(&self.buf[..end]).map_err(|_| WireError::Malformed {
-            what: self.what,
-            why: "string is not UTF-8",
-        })?;
-        self.buf = &self.buf[end + 1..];
+        let (text, rest) = self.buf.split_at(end);
+        self.buf = &rest[1..];
         Ok(text)
+    }
+
+    /// A NUL-terminated string, which must be UTF-8.
+    pub(crate) fn cstr(&mut self) -> Result<&'a str, WireError> {
+        let what = self.what;
+        std::str::from_utf8(self.cstr_bytes()?).map_err(|_| WireError::Malformed {
+            what,
+            why: "string is not UTF-8",
+        })
     }
 }

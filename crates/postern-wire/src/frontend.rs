@@ -1,6 +1,8 @@
 //! Messages a client sends: lazily decoded views of the ones Postern inspects, and encoders for
 //! the ones Postern itself sends to an upstream server.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, BytesMut};
 
 use crate::cursor::Cursor;
@@ -22,10 +24,11 @@ pub const QUERY: u8 = b'Q';
 pub const SYNC: u8 = b'S';
 pub const TERMINATE: u8 = b'X';
 
-/// The SQL text of a Query message.
-pub fn query_text(frame: &Frame) -> Result<&str, WireError> {
+/// The SQL text of a Query message, for classification (see [`sql_text`] on text that is not
+/// UTF-8).
+pub fn query_text(frame: &Frame) -> Result<Cow<'_, str>, WireError> {
     let mut cursor = Cursor::new(frame.body(), "Query");
-    let sql = cursor.cstr()?;
+    let sql = sql_text(cursor.cstr_bytes()?);
     expect_end(&cursor, "Query")?;
     Ok(sql)
 }
@@ -33,14 +36,16 @@ pub fn query_text(frame: &Frame) -> Result<&str, WireError> {
 /// A Parse message: statement name (empty for the unnamed one) and its SQL text.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parse<'a> {
+    /// The statement name, which must be UTF-8.
     pub statement: &'a str,
-    pub sql: &'a str,
+    /// The SQL text, for classification (see [`sql_text`]).
+    pub sql: Cow<'a, str>,
 }
 
 pub fn parse(frame: &Frame) -> Result<Parse<'_>, WireError> {
     let mut cursor = Cursor::new(frame.body(), "Parse");
     let statement = cursor.cstr()?;
-    let sql = cursor.cstr()?;
+    let sql = sql_text(cursor.cstr_bytes()?);
     let count = cursor.i16()?;
     let count = usize::try_from(count).map_err(|_| WireError::Malformed {
         what: "Parse",
@@ -101,6 +106,18 @@ pub fn password(frame: &Frame) -> Result<&str, WireError> {
     let text = cursor.cstr()?;
     expect_end(&cursor, "password message")?;
     Ok(text)
+}
+
+/// SQL text as the classifier should read it. A client may use any ASCII-safe
+/// `client_encoding` (LATIN1, say), in which a statement need not be UTF-8; yet it must still be
+/// classified, never relayed unread. In those encodings every byte of a non-ASCII character is
+/// 0x80 or above, and PostgreSQL's lexer treats all such bytes alike (as identifier or literal
+/// characters). Replacing each undecodable sequence with U+FFFD (itself non-ASCII) therefore
+/// keeps every ASCII byte — keywords, quotes, backslashes, semicolons — where the server sees it:
+/// the text parses into the same statements, differing only inside non-ASCII names and literals.
+/// The bytes relayed upstream are always the client's own.
+fn sql_text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
 fn expect_end(cursor: &Cursor<'_>, what: &'static str) -> Result<(), WireError> {
@@ -202,9 +219,39 @@ mod tests {
             parse(&decode(buf)).unwrap(),
             Parse {
                 statement: "s1",
-                sql: "SELECT $1"
+                sql: "SELECT $1".into()
             }
         );
+    }
+
+    #[test]
+    fn sql_that_is_not_utf8_keeps_its_ascii_structure() {
+        // LATIN1 "café", then a statement the guard must see.
+        let mut raw = BytesMut::new();
+        raw.put_u8(QUERY);
+        let sql = b"SELECT 'caf\xe9'; RESET ROLE\0";
+        raw.put_i32(4 + i32::try_from(sql.len()).unwrap());
+        raw.put_slice(sql);
+        assert_eq!(
+            query_text(&decode(raw)).unwrap(),
+            "SELECT 'caf\u{fffd}'; RESET ROLE"
+        );
+        // A lead byte followed by a quote: the quote is not swallowed.
+        let mut raw = BytesMut::new();
+        raw.put_u8(PARSE);
+        let body = b"s\0SELECT '\xc3'; RESET ROLE\0\0\0";
+        raw.put_i32(4 + i32::try_from(body.len()).unwrap());
+        raw.put_slice(body);
+        let frame = decode(raw);
+        let parsed = parse(&frame).unwrap();
+        assert_eq!(parsed.sql, "SELECT '\u{fffd}'; RESET ROLE");
+        // Names stay strict.
+        let mut raw = BytesMut::new();
+        raw.put_u8(PARSE);
+        let body = b"s\xe9\0SELECT 1\0\0\0";
+        raw.put_i32(4 + i32::try_from(body.len()).unwrap());
+        raw.put_slice(body);
+        assert!(parse(&decode(raw)).is_err());
     }
 
     #[test]

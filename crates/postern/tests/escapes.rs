@@ -12,9 +12,11 @@
 
 mod common;
 
-use common::{assert_db_error, current_user, stack};
+use bytes::{BufMut, BytesMut};
+use common::{RawClient, assert_db_error, current_user, stack};
 use postern_config::UpstreamMode;
 use postern_testkit::Stack;
+use postern_wire::backend;
 use serde_json::Value;
 
 /// Refused in every mode, for every role.
@@ -60,6 +62,7 @@ both_modes!(
     every_escape_is_refused_and_the_role_stays,
     escapes_through_the_extended_protocol_are_refused,
     a_refusal_inside_a_transaction_block_aborts_it,
+    escapes_in_text_that_is_not_utf8_are_refused,
 );
 
 /// Asserts a refusal by Postern (not a permission error from the database, which would have the
@@ -95,6 +98,7 @@ fn expected_identity(mode: UpstreamMode, role: &str) -> (String, String, String,
     let (session_user, role_setting) = match mode {
         UpstreamMode::RoleLogin => (role, "none"),
         UpstreamMode::SetRole => ("postern_session", role),
+        other => panic!("this test has no expectation for {other:?}"),
     };
     (
         role.to_owned(),
@@ -324,5 +328,90 @@ async fn role_login_mode_has_nothing_to_reset_to() {
     assert!(
         format!("{error:#}").contains("password authentication failed"),
         "{error:#}"
+    );
+}
+
+/// A message of `tag` whose body is `parts`, each followed by a NUL, then `tail`.
+fn raw_message(tag: u8, parts: &[&[u8]], tail: &[u8]) -> BytesMut {
+    let mut body = BytesMut::new();
+    for part in parts {
+        body.put_slice(part);
+        body.put_u8(0);
+    }
+    body.put_slice(tail);
+    let mut out = BytesMut::new();
+    out.put_u8(tag);
+    out.put_i32(i32::try_from(body.len() + 4).unwrap());
+    out.put_slice(&body);
+    out
+}
+
+/// What a raw session's `SELECT current_user` says.
+async fn raw_current_user(client: &mut RawClient) -> String {
+    client.query("SELECT current_user").await;
+    let messages = client.read_until_ready().await;
+    let row = messages
+        .iter()
+        .find(|m| m.tag == backend::DATA_ROW)
+        .unwrap_or_else(|| panic!("no row: {messages:?}"));
+    let values = backend::data_row(&row.frame).unwrap();
+    String::from_utf8(values[0].unwrap().to_vec()).unwrap()
+}
+
+/// The error codes among `messages`.
+fn error_codes(messages: &[common::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m.tag == backend::ERROR_RESPONSE)
+        .map(|m| m.error().code)
+        .collect()
+}
+
+/// With `client_encoding` LATIN1 (allowed: ASCII-safe), any byte string is valid text for the
+/// server, but not UTF-8. A statement carrying one such byte must still be checked, not passed
+/// through unread.
+async fn escapes_in_text_that_is_not_utf8_are_refused(mode: UpstreamMode) {
+    let stack = stack(mode).await;
+    let token = stack.token("alice@example.com", &["analysts"]);
+    let (mut client, _) = RawClient::login(stack.addr, "reader", &token).await;
+    client.query("SET client_encoding = 'LATIN1'").await;
+    assert!(error_codes(&client.read_until_ready().await).is_empty());
+
+    // Simple protocol: 0xE9 is "é" in LATIN1 and invalid UTF-8.
+    let query = raw_message(
+        b'Q',
+        &[b"SELECT 'caf\xe9'; RESET ROLE; SET ROLE writer"],
+        b"",
+    );
+    client.send(&query).await;
+    let messages = client.read_until_ready().await;
+    assert_eq!(error_codes(&messages), ["42501"], "{messages:?}");
+    assert_eq!(raw_current_user(&mut client).await, "reader");
+
+    // Extended protocol: the same in a Parse.
+    let mut out = raw_message(
+        b'P',
+        &[b"", b"SELECT set_config('role', 'none', false), 'caf\xe9'"],
+        &0_i16.to_be_bytes(),
+    );
+    out.extend_from_slice(&raw_message(b'S', &[], b""));
+    client.send(&out).await;
+    let messages = client.read_until_ready().await;
+    assert_eq!(error_codes(&messages), ["42501"], "{messages:?}");
+    assert_eq!(raw_current_user(&mut client).await, "reader");
+
+    // Harmless LATIN1 text still works, and comes back as LATIN1.
+    client
+        .send(&raw_message(b'Q', &[b"SELECT 'caf\xe9'"], b""))
+        .await;
+    let messages = client.read_until_ready().await;
+    assert!(error_codes(&messages).is_empty(), "{messages:?}");
+    let row = messages
+        .iter()
+        .find(|m| m.tag == backend::DATA_ROW)
+        .unwrap();
+    assert_eq!(
+        backend::data_row(&row.frame).unwrap()[0],
+        Some(&b"caf\xe9"[..])
     );
 }

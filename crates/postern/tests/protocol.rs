@@ -72,6 +72,7 @@ async fn identity_is_the_mapped_role_and_the_tokens_subject(mode: UpstreamMode) 
         match mode {
             UpstreamMode::RoleLogin => assert_eq!(session_user, role),
             UpstreamMode::SetRole => assert_eq!(session_user, "postern_session"),
+            other => panic!("this test has no expectation for {other:?}"),
         }
         assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some(subject));
     }
