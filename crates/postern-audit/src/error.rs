@@ -82,7 +82,17 @@ impl AuditError {
     /// Names the log file and the operating system's reason, nothing else.
     #[must_use]
     pub fn client_message(&self) -> String {
-        let detail = match self {
+        format!(
+            "statement refused because it could not be recorded: {}",
+            self.client_reason()
+        )
+    }
+
+    /// What went wrong with the log, in the words of [`AuditError::client_message`], for a
+    /// client refused something other than a statement (a connection).
+    #[must_use]
+    pub fn client_reason(&self) -> String {
+        match self {
             Self::FileGone { path } => {
                 format!("the audit log {} was removed or replaced", path.display())
             }
@@ -108,8 +118,7 @@ impl AuditError {
             | Self::WriterStopped { path } => {
                 format!("the audit log {} is not available", path.display())
             }
-        };
-        format!("statement refused because it could not be recorded: {detail}")
+        }
     }
 }
 

@@ -377,7 +377,14 @@ impl Connection {
         let accepted = events::connection(&base_event, None);
         if let Err(error) = shared.audit.record(accepted).await {
             tracing::error!(error = %error, "audit log write failed; connection refused");
-            let refused = Refused::new(sqlstate::IO_ERROR, error.label(), error.client_message());
+            let refused = Refused::new(
+                sqlstate::IO_ERROR,
+                error.label(),
+                format!(
+                    "connection refused because it could not be recorded: {}",
+                    error.client_reason()
+                ),
+            );
             send_fatal(&mut stream, &refused).await;
             upstream.terminate().await;
             return;
