@@ -20,7 +20,9 @@ pub struct TargetConfig {
     #[serde(default)]
     pub mode: UpstreamMode,
     /// Postern's administrative login on this database: sets and rotates the passwords of the
-    /// mapped roles in `role_login` mode, installs the `postern` schema, ends backends.
+    /// mapped roles in `role_login` mode, creates and drops the login roles of `ephemeral_user`
+    /// mode (it needs `CREATEROLE` and, from PostgreSQL 16, `ADMIN OPTION` on the mapped roles),
+    /// installs the `postern` schema, ends backends.
     pub admin: UpstreamLogin,
     /// In `set_role` mode: the login role that is a NOINHERIT member of every mapped role.
     #[serde(default)]
@@ -29,6 +31,10 @@ pub struct TargetConfig {
     /// a password that Postern sets through the admin login and keeps in memory.
     #[serde(default)]
     pub role_passwords: BTreeMap<String, SecretSource>,
+    /// In `ephemeral_user` mode: how the per-identity login roles are named and what happens to
+    /// objects they own when they are dropped. Defaults apply when absent.
+    #[serde(default)]
+    pub ephemeral: Option<EphemeralConfig>,
     /// TLS towards the database.
     #[serde(default)]
     pub tls: UpstreamTls,
@@ -50,6 +56,52 @@ pub enum UpstreamMode {
     RoleLogin,
     /// One login role plus `SET ROLE`; only as strong as the statement guard.
     SetRole,
+    /// A login role per identity and mapped role, created for its sessions (`VALID UNTIL` the
+    /// token's expiry, granted the mapped role) and dropped after the last one ends.
+    EphemeralUser,
+}
+
+/// `[targets.X.ephemeral]`: the login roles of `ephemeral_user` mode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EphemeralConfig {
+    /// What happens to objects an ephemeral role owns when it is dropped.
+    #[serde(default)]
+    pub on_owned_objects: OnOwnedObjects,
+    /// Start of every ephemeral role's name. Postern sweeps roles with this prefix (and its
+    /// marker comment) at start, so Postern instances or targets sharing a database cluster need
+    /// different prefixes.
+    #[serde(default = "default_name_prefix")]
+    pub name_prefix: String,
+}
+
+/// The longest `name_prefix`: what is left of PostgreSQL's 63-byte names must still tell
+/// identities apart to a reader.
+pub const MAX_NAME_PREFIX_BYTES: usize = 20;
+
+fn default_name_prefix() -> String {
+    "pst_".to_owned()
+}
+
+impl Default for EphemeralConfig {
+    fn default() -> Self {
+        Self {
+            on_owned_objects: OnOwnedObjects::default(),
+            name_prefix: default_name_prefix(),
+        }
+    }
+}
+
+/// What happens to the objects an ephemeral role owns (tables it created, privileges granted to
+/// it) when it is dropped: they must not keep it alive.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOwnedObjects {
+    /// `DROP OWNED BY`: what the session created goes with it.
+    #[default]
+    Drop,
+    /// `REASSIGN OWNED BY … TO` the admin login, then `DROP OWNED BY` (for the privileges).
+    Reassign,
 }
 
 /// A database login: user name and where its password comes from.
@@ -145,6 +197,16 @@ impl TargetConfig {
                 "set_role mode needs the login role that SETs the mapped roles",
             ));
         }
+        match (&self.ephemeral, self.mode) {
+            (Some(ephemeral), UpstreamMode::EphemeralUser) => {
+                ephemeral.validate(&format!("{key}.ephemeral"), problems);
+            }
+            (Some(_), _) => problems.push(Problem::new(
+                format!("{key}.ephemeral"),
+                "ephemeral settings are given but mode is not \"ephemeral_user\"",
+            )),
+            (None, _) => {}
+        }
         if self.tls.mode == UpstreamTlsMode::Disable && (self.tls.ca_file.is_some()) {
             problems.push(Problem::new(
                 format!("{key}.tls.ca_file"),
@@ -183,6 +245,70 @@ impl TargetConfig {
                         format!("no issuer named '{issuer}' is configured"),
                     ));
                 }
+            }
+        }
+    }
+}
+
+impl EphemeralConfig {
+    fn validate(&self, key: &str, problems: &mut Vec<Problem>) {
+        let prefix = &self.name_prefix;
+        let problem = if prefix.is_empty() {
+            Some("must not be empty".to_owned())
+        } else if prefix.len() > MAX_NAME_PREFIX_BYTES {
+            Some(format!("must be at most {MAX_NAME_PREFIX_BYTES} bytes"))
+        } else if !prefix.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            Some(
+                "must start with a lower-case letter or '_' and hold only lower-case letters, \
+                 digits and '_' (the start of an unquoted identifier)"
+                    .to_owned(),
+            )
+        } else if prefix.starts_with("pg_") {
+            // https://www.postgresql.org/docs/current/sql-createrole.html
+            Some("must not start with \"pg_\": PostgreSQL reserves those role names".to_owned())
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            problems.push(Problem::new(format!("{key}.name_prefix"), message));
+        }
+    }
+}
+
+/// Ephemeral roles are cluster-wide and each target keeps its own count of their sessions, so two
+/// `ephemeral_user` targets on the same server must not share a name prefix: one would drop the
+/// other's roles (at its last session's end, or in its start-up sweep).
+pub(crate) fn validate_ephemeral_prefixes(
+    targets: &BTreeMap<String, TargetConfig>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut seen: BTreeMap<(&str, u16, String), &str> = BTreeMap::new();
+    for (name, target) in targets {
+        if target.mode != UpstreamMode::EphemeralUser {
+            continue;
+        }
+        let prefix = target
+            .ephemeral
+            .as_ref()
+            .map_or_else(default_name_prefix, |e| e.name_prefix.clone());
+        match seen.entry((target.host.as_str(), target.port, prefix)) {
+            std::collections::btree_map::Entry::Occupied(other) => {
+                problems.push(Problem::new(
+                    format!("targets.{name}.ephemeral.name_prefix"),
+                    format!(
+                        "target '{}' on the same server uses the same prefix {:?}; give each \
+                         ephemeral_user target on a server its own name_prefix",
+                        other.get(),
+                        other.key().2
+                    ),
+                ));
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(name);
             }
         }
     }

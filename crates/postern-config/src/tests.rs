@@ -64,3 +64,117 @@ fn every_problem_is_reported() {
     );
     assert!(keys.contains(&"targets.demo.roles[0]"), "{keys:?}");
 }
+
+/// The problems of the example with `extra` lines in its demo target.
+fn ephemeral_problems(extra: &str) -> Vec<String> {
+    let text = EXAMPLE.replace("port = 5432", &format!("port = 5432\n{extra}"));
+    let config = Config::from_toml(&text, "example").unwrap();
+    match config.validate() {
+        Ok(()) => Vec::new(),
+        Err(ConfigError::Invalid(problems)) => problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect(),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[test]
+fn ephemeral_user_mode_has_defaults() {
+    let text = EXAMPLE.replace("port = 5432", "port = 5432\nmode = \"ephemeral_user\"");
+    let config = Config::from_toml(&text, "example").unwrap();
+    config.validate().unwrap();
+    let target = &config.targets["demo"];
+    assert_eq!(target.mode, UpstreamMode::EphemeralUser);
+    assert_eq!(target.ephemeral, None);
+    let defaults = EphemeralConfig::default();
+    assert_eq!(defaults.name_prefix, "pst_");
+    assert_eq!(defaults.on_owned_objects, OnOwnedObjects::Drop);
+
+    let text = format!(
+        "{text}\n[targets.demo.ephemeral]\non_owned_objects = \"reassign\"\nname_prefix = \"pg1_\"\n"
+    );
+    let config = Config::from_toml(&text, "example").unwrap();
+    config.validate().unwrap();
+    let ephemeral = config.targets["demo"].ephemeral.clone().unwrap();
+    assert_eq!(ephemeral.on_owned_objects, OnOwnedObjects::Reassign);
+    assert_eq!(ephemeral.name_prefix, "pg1_");
+}
+
+#[test]
+fn ephemeral_name_prefixes_are_checked() {
+    for (prefix, problem) in [
+        ("", Some("must not be empty")),
+        ("p_345678901234567890x", Some("at most 20 bytes")),
+        ("1pst_", Some("must start with")),
+        ("Pst_", Some("must start with")),
+        ("pst-", Some("must start with")),
+        ("pst é", Some("must start with")),
+        ("pg_", Some("reserves")),
+        ("_", None),
+        ("p_345678901234567890", None),
+        ("postern_", None),
+    ] {
+        let problems = ephemeral_problems(&format!(
+            "mode = \"ephemeral_user\"\nephemeral = {{ name_prefix = {prefix:?} }}"
+        ));
+        match problem {
+            Some(needle) => assert!(
+                problems.len() == 1
+                    && problems[0].starts_with("targets.demo.ephemeral.name_prefix: ")
+                    && problems[0].contains(needle),
+                "{prefix:?}: {problems:?}"
+            ),
+            None => assert!(problems.is_empty(), "{prefix:?}: {problems:?}"),
+        }
+    }
+}
+
+#[test]
+fn ephemeral_settings_outside_ephemeral_mode_are_reported() {
+    let problems = ephemeral_problems("ephemeral = { on_owned_objects = \"drop\" }");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("targets.demo.ephemeral: "),
+        "{problems:?}"
+    );
+    let text = EXAMPLE.replace(
+        "port = 5432",
+        "port = 5432\nmode = \"ephemeral_user\"\nephemeral = { on_owned_objects = \"keep\" }",
+    );
+    let error = Config::from_toml(&text, "example").unwrap_err().to_string();
+    assert!(error.contains("keep"), "{error}");
+}
+
+#[test]
+fn ephemeral_targets_on_one_server_need_their_own_prefixes() {
+    let second = |prefix: &str| {
+        format!(
+            "{EXAMPLE}\n[targets.other]\nhost = \"127.0.0.1\"\nport = 5432\ndatabase = \"other\"\n\
+             mode = \"ephemeral_user\"\n{prefix}\
+             admin = {{ user = \"postern_admin\" }}\n\
+             [[targets.other.roles]]\nroles = [\"reader\"]\ngroups = [\"analysts\"]\n"
+        )
+        .replace(
+            "port = 5432\ndatabase = \"demo\"",
+            "port = 5432\ndatabase = \"demo\"\nmode = \"ephemeral_user\"",
+        )
+    };
+    let config = Config::from_toml(&second(""), "example").unwrap();
+    let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
+        panic!()
+    };
+    let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["targets.other.ephemeral.name_prefix"],
+        "{problems:?}"
+    );
+
+    let config = Config::from_toml(
+        &second("ephemeral = { name_prefix = \"pst_other_\" }\n"),
+        "example",
+    )
+    .unwrap();
+    config.validate().unwrap();
+}
