@@ -99,6 +99,9 @@ pub enum UpstreamError {
     Scram(std::io::Error),
     #[error("{0}")]
     Secret(String),
+    /// No usable login role for an identity in `ephemeral_user` mode.
+    #[error("ephemeral role: {0}")]
+    EphemeralRole(String),
 }
 
 impl UpstreamError {

@@ -25,7 +25,7 @@ use crate::error::{Refused, UpstreamError};
 use crate::events;
 use crate::io::BoxedStream;
 use crate::session::{self, SessionContext};
-use crate::target::{Target, random_hex};
+use crate::target::{SessionLease, Target, random_hex};
 use crate::upstream::{self, Upstream, quote_ident, quote_literal};
 
 /// Serves one accepted TCP connection until it ends.
@@ -93,6 +93,8 @@ struct Ready {
     target: Arc<Target>,
     upstream: Upstream,
     cancel: crate::cancel::CancelKey,
+    /// Held until the session ends (in `ephemeral_user` mode, the identity's login role).
+    lease: SessionLease,
 }
 
 impl Connection {
@@ -176,7 +178,7 @@ impl Connection {
             )
         })?;
 
-        let upstream = self
+        let (upstream, lease) = self
             .open_upstream(&target, &role, &identity, &check.forwarded)
             .await?;
         let cancel = self
@@ -188,6 +190,7 @@ impl Connection {
             target,
             upstream,
             cancel,
+            lease,
         }))
     }
 
@@ -310,7 +313,7 @@ impl Connection {
         role: &str,
         identity: &Identity,
         parameters: &[(String, String)],
-    ) -> Result<Upstream, Refused> {
+    ) -> Result<(Upstream, SessionLease), Refused> {
         let upstream_refused = |error: UpstreamError| {
             tracing::warn!(target = %target.name, role, error = %error, "upstream login failed");
             match &error {
@@ -331,8 +334,8 @@ impl Connection {
                 ),
             }
         };
-        let mut upstream = target
-            .session(role, parameters)
+        let (mut upstream, lease) = target
+            .session(role, identity, parameters)
             .await
             .map_err(upstream_refused)?;
         let mut setup = Vec::new();
@@ -355,7 +358,7 @@ impl Connection {
                 }
             }
         }
-        Ok(upstream)
+        Ok((upstream, lease))
     }
 
     /// Sends the login completion, runs the relay, and records the session's end.
@@ -373,6 +376,7 @@ impl Connection {
             target,
             upstream,
             cancel,
+            lease,
         } = ready;
         let accepted = events::connection(&base_event, None);
         if let Err(error) = shared.audit.record(accepted).await {
@@ -434,6 +438,7 @@ impl Connection {
         let _ = client.shutdown().await;
         let end_label = end.label();
         drop(cancel);
+        drop(lease);
         let event = events::session_end(
             &context.base_event,
             statements,

@@ -8,12 +8,14 @@
 //! - `session`: the relay, statement by statement.
 //! - `upstream`: connections to the database (TLS, SCRAM/md5/cleartext, simple queries).
 //! - `target`: per-target state — endpoint, role passwords Postern sets, the claims key.
+//! - `ephemeral`: the per-identity login roles of `ephemeral_user` mode.
 //! - `claims`: signing `postern.claims`; [`setup_db`]: the SQL that verifies it.
 //! - `cancel`: per-session cancel keys mapped to upstream backends.
 //! - `events`: the audit events' fields. `tls`: rustls configuration. `io`: boxed streams.
 
 mod cancel;
 mod claims;
+mod ephemeral;
 mod error;
 mod events;
 mod handshake;
@@ -82,6 +84,7 @@ impl Proxy {
                 address: config.listen.address,
                 source,
             })?;
+        ephemeral::sweep_leftovers(targets.values()).await;
         for (issuer, error) in verifier.prefetch_keys().await {
             tracing::warn!(issuer, error = %error, "could not fetch signing keys yet; will retry on first use");
         }
@@ -143,6 +146,7 @@ impl Proxy {
         drop(listener);
         tasks.close();
         tasks.wait().await;
+        ephemeral::drain(shared.targets.values()).await;
         // Every session has ended: wait for the audit writer to write what they queued, so that
         // when `serve` returns the log is complete.
         match Arc::try_unwrap(shared) {

@@ -1,15 +1,17 @@
 //! A target at run time: its configuration, how to reach its database, and the per-target state
-//! Postern keeps (role passwords it set, the claims signing key).
+//! Postern keeps (role passwords it set, the ephemeral roles it holds, the claims signing key).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postern_config::{SecretSource, TargetConfig, UpstreamLogin, UpstreamTlsMode};
+use postern_config::{SecretSource, TargetConfig, UpstreamLogin, UpstreamMode, UpstreamTlsMode};
+use postern_identity::Identity;
 use rustls_pki_types::ServerName;
 use tokio::sync::Mutex;
 
 use crate::claims::SigningKey;
+use crate::ephemeral::{EphemeralLease, EphemeralRoles};
 use crate::error::{SetupError, UpstreamError};
 use crate::tls;
 use crate::upstream::{self, Endpoint, Login, Upstream, quote_ident, quote_literal};
@@ -25,6 +27,8 @@ pub struct Target {
     pub endpoint: Arc<Endpoint>,
     /// Passwords Postern set for mapped roles (`role_login` mode), by role.
     role_passwords: Mutex<HashMap<String, String>>,
+    /// The login roles made for identities (`ephemeral_user` mode only).
+    ephemeral: Option<Arc<EphemeralRoles>>,
     signing_key: Mutex<Option<(Instant, Option<Arc<SigningKey>>)>>,
 }
 
@@ -56,16 +60,26 @@ impl Target {
                 Some((connector, name))
             }
         };
+        let endpoint = Arc::new(Endpoint {
+            host: config.host.clone(),
+            port: config.port,
+            database: config.database.clone(),
+            tls,
+        });
+        let ephemeral = (config.mode == UpstreamMode::EphemeralUser).then(|| {
+            Arc::new(EphemeralRoles::new(
+                name,
+                endpoint.clone(),
+                config.admin.clone(),
+                config.ephemeral.clone().unwrap_or_default(),
+            ))
+        });
         Ok(Self {
             name: name.to_owned(),
             config: config.clone(),
-            endpoint: Arc::new(Endpoint {
-                host: config.host.clone(),
-                port: config.port,
-                database: config.database.clone(),
-                tls,
-            }),
+            endpoint,
             role_passwords: Mutex::new(HashMap::new()),
+            ephemeral,
             signing_key: Mutex::new(None),
         })
     }
@@ -75,15 +89,35 @@ impl Target {
         login_as(&self.endpoint, &self.config.admin, &[]).await
     }
 
-    /// Logs in for a client session as `role`: as the role itself in `role_login` mode, as the
-    /// shared session login in `set_role` mode (the caller then runs `SET ROLE`).
+    /// The ephemeral roles, in `ephemeral_user` mode.
+    pub(crate) fn ephemeral_roles(&self) -> Option<&Arc<EphemeralRoles>> {
+        self.ephemeral.as_ref()
+    }
+
+    /// Logs in for `identity`'s client session as `role`: as the role itself in `role_login`
+    /// mode, as the shared session login in `set_role` mode (the caller then runs `SET ROLE`),
+    /// as the identity's own login role in `ephemeral_user` mode. Keep the lease for as long as
+    /// the session lasts.
     pub async fn session(
         &self,
         role: &str,
+        identity: &Identity,
         parameters: &[(String, String)],
-    ) -> Result<Upstream, UpstreamError> {
-        match self.config.mode {
-            postern_config::UpstreamMode::SetRole => {
+    ) -> Result<(Upstream, SessionLease), UpstreamError> {
+        let upstream = match self.config.mode {
+            UpstreamMode::EphemeralUser => {
+                let roles = self.ephemeral.as_ref().ok_or_else(|| {
+                    UpstreamError::EphemeralRole("the target has no ephemeral role state".into())
+                })?;
+                let (upstream, lease) = roles.session(role, identity, parameters).await?;
+                return Ok((
+                    upstream,
+                    SessionLease {
+                        _ephemeral: Some(lease),
+                    },
+                ));
+            }
+            UpstreamMode::SetRole => {
                 let login = self
                     .config
                     .session_login
@@ -91,7 +125,7 @@ impl Target {
                     .unwrap_or(&self.config.admin);
                 login_as(&self.endpoint, login, parameters).await
             }
-            postern_config::UpstreamMode::RoleLogin => {
+            UpstreamMode::RoleLogin => {
                 let password = self.role_password(role).await?;
                 let login = Login {
                     user: role,
@@ -117,7 +151,8 @@ impl Target {
                     other => other,
                 }
             }
-        }
+        }?;
+        Ok((upstream, SessionLease { _ephemeral: None }))
     }
 
     /// The password for logging in as `role`: from the configured secret, or one Postern sets
@@ -185,7 +220,16 @@ impl Target {
     }
 }
 
-async fn login_as(
+/// What a client session holds upstream besides its connection: in `ephemeral_user` mode, its
+/// share of the identity's login role. Dropping it when the session ends lets the last session
+/// of a role drop the role (off the session's path).
+#[must_use = "dropping the lease ends the session's hold on its upstream role"]
+pub struct SessionLease {
+    /// Never read: it works by being dropped.
+    _ephemeral: Option<EphemeralLease>,
+}
+
+pub(crate) async fn login_as(
     endpoint: &Endpoint,
     login: &UpstreamLogin,
     parameters: &[(String, String)],
