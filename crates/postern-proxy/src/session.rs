@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::events::{self, Outcome, StatementRecord};
+use crate::upstream::quote_ident;
 
 /// Why a session ended, for the log and the audit trail.
 #[derive(Debug)]
@@ -112,6 +113,98 @@ struct Tracker {
     /// The client is gone or broke the protocol: the backend loop stops once every cycle sent
     /// has completed.
     draining: bool,
+    /// The Syncs sent since the last statement forwarded, in case it was a COPY FROM STDIN.
+    open_copy_window: Option<CopyWindow>,
+    /// Windows ended by CopyDone or CopyFail, kept until their Syncs are accounted for.
+    copy_windows: Vec<CopyWindow>,
+}
+
+/// The Syncs a client sent after a statement, up to its CopyDone or CopyFail. In COPY IN mode
+/// the server ignores Sync — client libraries send one right after an Execute without knowing
+/// it starts a COPY (tokio-postgres and libpq both do) — so those Syncs produce no
+/// ReadyForQuery. If the server answered the statement with CopyInResponse, the cycle count
+/// skips them; otherwise they were ordinary Syncs.
+/// <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-COPY>
+///
+/// A client that sends Sync in the middle of its copy data after the server has already failed
+/// the COPY can still make the count drift; only the audit trail's outcomes suffer from that
+/// (refusals are matched by their key, not by cycle).
+struct CopyWindow {
+    /// The statement after which these Syncs were sent.
+    statement: u64,
+    /// Their cycle numbers (the value of `cycles_sent` each took).
+    syncs: Vec<u64>,
+    /// The server answered `statement` with CopyInResponse.
+    copy_in: bool,
+}
+
+/// Most Syncs one copy window remembers. A COPY needs one or two; a client sending more Syncs
+/// than that between two statements is not copying, and its window is dropped.
+const MAX_COPY_WINDOW_SYNCS: usize = 16;
+
+impl Tracker {
+    /// A statement (Query or Execute) is forwarded: a new copy window opens.
+    fn statement_sent(&mut self, statement: u64) {
+        self.open_copy_window = Some(CopyWindow {
+            statement,
+            syncs: Vec::new(),
+            copy_in: false,
+        });
+    }
+
+    /// A Sync is forwarded.
+    fn sync_sent(&mut self) {
+        let sync = self.cycles_sent;
+        self.cycles_sent += 1;
+        if let Some(window) = &mut self.open_copy_window {
+            window.syncs.push(sync);
+            if window.syncs.len() > MAX_COPY_WINDOW_SYNCS {
+                self.open_copy_window = None;
+            }
+        }
+    }
+
+    /// A CopyDone or CopyFail is forwarded: the open window closes.
+    fn copy_ended(&mut self) {
+        if let Some(window) = self.open_copy_window.take()
+            && !window.syncs.is_empty()
+        {
+            self.copy_windows.push(window);
+        }
+    }
+
+    /// The server answered `statement` with CopyInResponse.
+    fn copy_in_started(&mut self, statement: u64) {
+        for window in self
+            .open_copy_window
+            .iter_mut()
+            .chain(self.copy_windows.iter_mut())
+        {
+            if window.statement == statement {
+                window.copy_in = true;
+            }
+        }
+    }
+
+    /// The first cycle from `cycle` on that the server answers with ReadyForQuery.
+    fn answered(&self, mut cycle: u64) -> u64 {
+        while self
+            .open_copy_window
+            .iter()
+            .chain(&self.copy_windows)
+            .any(|w| w.copy_in && w.syncs.contains(&cycle))
+        {
+            cycle += 1;
+        }
+        cycle
+    }
+
+    /// Whether the oldest statement in flight belongs to the cycle the server is answering.
+    fn head_is_current(&self) -> bool {
+        self.in_flight
+            .front()
+            .is_some_and(|s| self.answered(s.epoch) == self.answered(self.cycles_done))
+    }
 }
 
 /// How long a session ending on a client's protocol violation waits for the statements already
@@ -168,7 +261,7 @@ where
             let caught_up = {
                 let mut tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
                 tracker.draining = true;
-                tracker.cycles_done >= tracker.cycles_sent
+                tracker.answered(tracker.cycles_done) >= tracker.cycles_sent
             };
             if !caught_up {
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut upstream_to_client).await;
@@ -255,12 +348,13 @@ impl Frontend<'_> {
                     }
                 }
             }
-            // A Query or Parse Postern cannot read is never forwarded: what the guard cannot
-            // read, it cannot check. Everything before it still goes through.
+            // A message Postern cannot read is never forwarded: what the guard cannot read, it
+            // cannot check, and an Execute whose portal it cannot name it cannot record.
+            // Everything before it still goes through.
             if let Some((index, error)) = frames
                 .iter()
                 .enumerate()
-                .find_map(|(i, f)| unreadable_sql(f).map(|e| (i, e)))
+                .find_map(|(i, f)| unreadable(f).map(|e| (i, e)))
             {
                 frames.truncate(index);
                 violation = Some(error);
@@ -310,8 +404,10 @@ impl Frontend<'_> {
         for action in actions {
             match action {
                 Action::Forward(frame) => {
-                    if matches!(frame.tag(), frontend::SYNC) {
-                        tracker.cycles_sent += 1;
+                    match frame.tag() {
+                        frontend::SYNC => tracker.sync_sent(),
+                        frontend::COPY_DONE | frontend::COPY_FAIL => tracker.copy_ended(),
+                        _ => {}
                     }
                     out.extend_from_slice(frame.raw());
                 }
@@ -324,6 +420,7 @@ impl Frontend<'_> {
                     let written = results.get(event).map(|r| r.as_ref().map(|_| ()));
                     match written {
                         Some(Ok(())) => {
+                            tracker.statement_sent(id);
                             let epoch = tracker.cycles_sent;
                             tracker.in_flight.push_back(InFlight {
                                 id,
@@ -375,8 +472,9 @@ impl Frontend<'_> {
     fn decide(&mut self, frame: Frame, audit_events: &mut Vec<Map<String, Value>>) -> Action {
         match frame.tag() {
             frontend::QUERY => {
+                // `run` has already ended the session on a Query it cannot read.
                 let Ok(sql) = frontend::query_text(&frame) else {
-                    return Action::Forward(frame);
+                    return Action::RefuseQuery(unreadable_refusal());
                 };
                 let analysis = self.ctx.classifier.analyze(&sql);
                 let record = record_of(&sql, &analysis);
@@ -384,6 +482,7 @@ impl Frontend<'_> {
                 let id = self.next_statement_id();
                 match verdict {
                     Ok(()) => {
+                        self.forget_changed_names(&analysis);
                         audit_events.push(events::statement(
                             &self.ctx.base_event,
                             id,
@@ -412,14 +511,19 @@ impl Frontend<'_> {
                 }
             }
             frontend::PARSE => {
+                // `run` has already ended the session on a Parse it cannot read.
                 let Ok(parse) = frontend::parse(&frame) else {
-                    return Action::Forward(frame);
+                    return Action::RefuseExtended {
+                        statement: String::new(),
+                        refusal: unreadable_refusal(),
+                    };
                 };
                 let statement = parse.statement.to_owned();
                 let analysis = self.ctx.classifier.analyze(&parse.sql);
                 let record = Arc::new(record_of(&parse.sql, &analysis));
                 match guard::check(&analysis, &self.ctx.guard) {
                     Ok(()) => {
+                        self.forget_changed_names(&analysis);
                         self.statements.insert(statement, record);
                         Action::Forward(frame)
                     }
@@ -440,14 +544,13 @@ impl Frontend<'_> {
             }
             frontend::BIND => {
                 if let Ok((portal, statement)) = frontend::bind_names(&frame) {
-                    match self.statements.get(statement) {
-                        Some(record) => {
-                            self.portals.insert(portal.to_owned(), record.clone());
-                        }
-                        None => {
-                            self.portals.remove(portal);
-                        }
-                    }
+                    // A statement this session did not Parse: one made by SQL `PREPARE`
+                    // (the namespaces are shared), or none at all.
+                    let record = match self.statements.get(statement) {
+                        Some(record) => record.clone(),
+                        None => self.described(&format!("EXECUTE {}", quote_ident(statement))),
+                    };
+                    self.portals.insert(portal.to_owned(), record);
                 }
                 Action::Forward(frame)
             }
@@ -462,32 +565,57 @@ impl Frontend<'_> {
                 Action::Forward(frame)
             }
             frontend::EXECUTE => {
-                let record = frontend::execute_portal(&frame)
-                    .ok()
-                    .and_then(|portal| self.portals.get(portal).cloned());
-                match record {
-                    Some(record) => {
-                        let id = self.next_statement_id();
-                        audit_events.push(events::statement(
-                            &self.ctx.base_event,
-                            id,
-                            "extended",
-                            &record,
-                            None,
-                        ));
-                        Action::AuditThenForward {
-                            frame,
-                            event: audit_events.len() - 1,
-                            id,
-                            simple: false,
-                        }
+                // Every Execute is recorded, whatever it names: a portal this session did not
+                // Bind may be a cursor made by SQL `DECLARE` (the namespaces are shared).
+                let (portal, max_rows) = frontend::execute(&frame)
+                    .map(|e| (e.portal, e.max_rows))
+                    .unwrap_or_default();
+                let record = match self.portals.get(portal) {
+                    Some(record) => record.clone(),
+                    None => {
+                        let count = if max_rows > 0 {
+                            max_rows.to_string()
+                        } else {
+                            "ALL".to_owned()
+                        };
+                        self.described(&format!("FETCH {count} FROM {}", quote_ident(portal)))
                     }
-                    // The portal does not exist: the server will say so.
-                    None => Action::Forward(frame),
+                };
+                let id = self.next_statement_id();
+                audit_events.push(events::statement(
+                    &self.ctx.base_event,
+                    id,
+                    "extended",
+                    &record,
+                    None,
+                ));
+                Action::AuditThenForward {
+                    frame,
+                    event: audit_events.len() - 1,
+                    id,
+                    simple: false,
                 }
             }
             frontend::FUNCTION_CALL => Action::RefuseQuery(guard::check_fastpath()),
             _ => Action::Forward(frame),
+        }
+    }
+
+    /// The record of SQL equivalent to a protocol message whose own text Postern did not see.
+    fn described(&self, sql: &str) -> Arc<StatementRecord> {
+        Arc::new(record_of(sql, &self.ctx.classifier.analyze(sql)))
+    }
+
+    /// Forgets what an allowed SQL text may have invalidated: `DEALLOCATE` removes prepared
+    /// statements (which the extended protocol shares), `DECLARE` and `CLOSE` make and remove
+    /// portals. Forgotten names are then recorded by name only, never by stale text.
+    fn forget_changed_names(&mut self, analysis: &Analysis) {
+        for statement in &analysis.statements {
+            match statement.command.as_str() {
+                "DEALLOCATE" => self.statements.retain(|name, _| name.is_empty()),
+                "DECLARE CURSOR" | "CLOSE CURSOR" => self.portals.clear(),
+                _ => {}
+            }
         }
     }
 
@@ -505,6 +633,7 @@ impl Frontend<'_> {
     ) {
         let key = self.register_refusal(tracker, refusal);
         frontend::encode_query(&format!("{}{key}", self.marker), out);
+        tracker.open_copy_window = None;
         tracker.cycles_sent += 1;
     }
 
@@ -539,12 +668,24 @@ impl Frontend<'_> {
     }
 }
 
-/// The decoding error of a Query or Parse message whose text cannot be read.
-fn unreadable_sql(frame: &Frame) -> Option<WireError> {
+/// The decoding error of a message Postern inspects and cannot read: a Query or Parse text,
+/// or the statement and portal names of Bind, Close and Execute.
+fn unreadable(frame: &Frame) -> Option<WireError> {
     match frame.tag() {
         frontend::QUERY => frontend::query_text(frame).err(),
         frontend::PARSE => frontend::parse(frame).err(),
+        frontend::BIND => frontend::bind_names(frame).err(),
+        frontend::CLOSE => frontend::target(frame).err(),
+        frontend::EXECUTE => frontend::execute(frame).err(),
         _ => None,
+    }
+}
+
+/// Refuses a message that cannot be read (never reached: `run` ends the session first).
+fn unreadable_refusal() -> Refusal {
+    Refusal {
+        reason: guard::RefusalReason::ParseError,
+        message: "Postern could not read this message, so it cannot check it".to_owned(),
     }
 }
 
@@ -593,8 +734,8 @@ where
                         continue;
                     }
                     let code = fields.map(|f| f.code).unwrap_or_default();
-                    let epoch = tracker.cycles_done;
-                    if let Some(head) = tracker.in_flight.front_mut().filter(|s| s.epoch == epoch) {
+                    let current = tracker.head_is_current();
+                    if let Some(head) = tracker.in_flight.front_mut().filter(|_| current) {
                         head.outcome.sqlstate = Some(code);
                         if !head.simple {
                             finished.extend(tracker.in_flight.pop_front());
@@ -609,8 +750,8 @@ where
                     } else {
                         None
                     };
-                    let epoch = tracker.cycles_done;
-                    if let Some(head) = tracker.in_flight.front_mut().filter(|s| s.epoch == epoch) {
+                    let current = tracker.head_is_current();
+                    if let Some(head) = tracker.in_flight.front_mut().filter(|_| current) {
                         if let Some(tag) = tag {
                             if let Some(rows) = events::rows_of(&tag) {
                                 *head.outcome.rows.get_or_insert(0) += rows;
@@ -622,10 +763,24 @@ where
                         }
                     }
                 }
+                backend::COPY_IN_RESPONSE => {
+                    let head = tracker
+                        .in_flight
+                        .front()
+                        .filter(|_| tracker.head_is_current())
+                        .map(|s| s.id);
+                    if let Some(statement) = head {
+                        tracker.copy_in_started(statement);
+                    }
+                }
                 backend::READY_FOR_QUERY => {
-                    tracker.cycles_done += 1;
-                    let done = tracker.cycles_done;
-                    while tracker.in_flight.front().is_some_and(|s| s.epoch < done) {
+                    let done = tracker.answered(tracker.cycles_done) + 1;
+                    tracker.cycles_done = done;
+                    while tracker
+                        .in_flight
+                        .front()
+                        .is_some_and(|s| tracker.answered(s.epoch) < done)
+                    {
                         if let Some(mut statement) = tracker.in_flight.pop_front() {
                             if !statement.simple
                                 && statement.outcome.command_tags.is_empty()
@@ -637,7 +792,10 @@ where
                         }
                     }
                     tracker.refusals.retain(|_, r| r.epoch >= done);
-                    if tracker.draining && done >= tracker.cycles_sent {
+                    tracker
+                        .copy_windows
+                        .retain(|w| w.syncs.iter().any(|&sync| sync >= done));
+                    if tracker.draining && tracker.answered(done) >= tracker.cycles_sent {
                         drained = true;
                     }
                 }

@@ -84,13 +84,19 @@ pub fn target(frame: &Frame) -> Result<(u8, &str), WireError> {
     Ok((kind, name))
 }
 
-/// The portal name of an Execute message.
-pub fn execute_portal(frame: &Frame) -> Result<&str, WireError> {
+/// An Execute message: which portal, and at most how many rows (0: all).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Execute<'a> {
+    pub portal: &'a str,
+    pub max_rows: i32,
+}
+
+pub fn execute(frame: &Frame) -> Result<Execute<'_>, WireError> {
     let mut cursor = Cursor::new(frame.body(), "Execute");
     let portal = cursor.cstr()?;
-    cursor.i32()?;
+    let max_rows = cursor.i32()?;
     expect_end(&cursor, "Execute")?;
-    Ok(portal)
+    Ok(Execute { portal, max_rows })
 }
 
 /// The body of a PasswordMessage: for Postern, the client's token. It must be a NUL-terminated

@@ -180,6 +180,13 @@ async fn malformed_messages_in_a_session_end_it_with_a_protocol_violation() {
         ("a negative length", message_header(b'Q', -1)),
         ("a length below 4", message_header(b'Q', 3)),
         ("a message over 64 MiB", message_header(b'Q', i32::MAX)),
+        // Postern could not name the portal, so it could not record what runs.
+        ("an Execute whose portal name is not UTF-8", {
+            let mut out = message_header(b'E', 4 + 2 + 4);
+            out.extend_from_slice(b"\xe9\0");
+            out.extend_from_slice(&0_i32.to_be_bytes());
+            out
+        }),
         ("a good query, then garbage", {
             let mut out = BytesMut::new();
             postern_wire::frontend::encode_query("SELECT 1", &mut out);
