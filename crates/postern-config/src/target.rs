@@ -62,6 +62,22 @@ pub enum UpstreamMode {
 }
 
 /// `[targets.X.ephemeral]`: the login roles of `ephemeral_user` mode.
+///
+/// Their passwords are random and live only in Postern's memory, but limit where they may log in
+/// from anyway, so that they are useless away from Postern. In `pg_hba.conf`, before the
+/// general lines (`10.0.0.5` being Postern's address, `pst_` the prefix):
+///
+/// ```text
+/// # PostgreSQL 16 and later: a regular expression on the role name.
+/// host  all  /^pst_     10.0.0.5/32  scram-sha-256
+/// host  all  /^pst_     all          reject
+/// # PostgreSQL 15 and earlier: every ephemeral role is a member of a mapped role.
+/// host  all  +reader    10.0.0.5/32  scram-sha-256
+/// host  all  +reader    all          reject
+/// ```
+///
+/// (One pair of lines per mapped role. `+reader` matches every member of `reader`, so these
+/// lines hold any other login role that is a member of it to Postern's address as well.)
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EphemeralConfig {

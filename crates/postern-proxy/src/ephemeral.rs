@@ -16,7 +16,8 @@
 //! to the hashed name, and if that is taken too the session is refused.
 //!
 //! Not here: the escape guard (which refuses `ALTER ROLE`, so the role cannot change its own
-//! password) and the `pg_hba.conf` line that lets these roles in only from Postern's address.
+//! password) and the `pg_hba.conf` lines that let these roles in only from Postern's address
+//! (see [`postern_config::EphemeralConfig`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
@@ -250,7 +251,15 @@ impl EphemeralRoles {
             )
             .await;
         admin.terminate().await;
-        let name = prepared?;
+        let name = match prepared {
+            Ok(name) => name,
+            Err(error) => {
+                let empty = state.live.is_empty();
+                drop(state);
+                self.forget_slot_if_unused(&names.base, &slot, empty);
+                return Err(error);
+            }
+        };
         if let Some(live) = state.live.get_mut(&owner) {
             live.sessions += 1;
         }
@@ -548,8 +557,10 @@ impl Drop for EphemeralLease {
 }
 
 /// Sweeps the leftover roles of every `ephemeral_user` target, all targets at once. Run before
-/// serving, so that no role of this process can be mistaken for a leftover; a target whose
-/// database cannot be reached is logged and skipped.
+/// serving, so that no role of this process can be mistaken for a leftover, and after the
+/// listening socket is bound, so that a second Postern started by mistake with the same
+/// configuration fails there without sweeping the first one's roles. A target whose database
+/// cannot be reached is logged and skipped.
 pub(crate) async fn sweep_leftovers<'a>(targets: impl IntoIterator<Item = &'a Arc<Target>>) {
     let sweeps = targets.into_iter().filter_map(|target| {
         let roles = target.ephemeral_roles()?;
