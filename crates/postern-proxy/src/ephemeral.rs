@@ -239,18 +239,23 @@ impl EphemeralRoles {
         let mut state = slot.lock().await;
         let password = random_hex(32);
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-        let mut admin = self.admin().await?;
-        let prepared = self
-            .prepare(
-                &mut admin,
-                &mut state,
-                &owner,
-                &names,
-                &verifier,
-                identity.expires_at,
-            )
-            .await;
-        admin.terminate().await;
+        let prepared = match self.admin().await {
+            Ok(mut admin) => {
+                let prepared = self
+                    .prepare(
+                        &mut admin,
+                        &mut state,
+                        &owner,
+                        &names,
+                        &verifier,
+                        identity.expires_at,
+                    )
+                    .await;
+                admin.terminate().await;
+                prepared
+            }
+            Err(error) => Err(error),
+        };
         let name = match prepared {
             Ok(name) => name,
             Err(error) => {
