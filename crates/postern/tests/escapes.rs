@@ -63,6 +63,7 @@ both_modes!(
     escapes_through_the_extended_protocol_are_refused,
     a_refusal_inside_a_transaction_block_aborts_it,
     escapes_in_text_that_is_not_utf8_are_refused,
+    fastpath_function_calls_are_refused,
 );
 
 /// Asserts a refusal by Postern (not a permission error from the database, which would have the
@@ -414,4 +415,40 @@ async fn escapes_in_text_that_is_not_utf8_are_refused(mode: UpstreamMode) {
         backend::data_row(&row.frame).unwrap()[0],
         Some(&b"caf\xe9"[..])
     );
+}
+
+/// The fastpath FunctionCall message calls a function by OID, with no SQL for the guard to read:
+/// here `set_config('role', 'writer', false)` (OID 2078).
+async fn fastpath_function_calls_are_refused(mode: UpstreamMode) {
+    let stack = stack(mode).await;
+    let token = stack.token("alice@example.com", &["analysts"]);
+    let (mut client, _) = RawClient::login(stack.addr, "reader", &token).await;
+    let mut body = BytesMut::new();
+    body.put_i32(2078);
+    body.put_i16(0);
+    body.put_i16(3);
+    for arg in [&b"role"[..], b"writer", b"false"] {
+        body.put_i32(i32::try_from(arg.len()).unwrap());
+        body.put_slice(arg);
+    }
+    body.put_i16(0);
+    let mut out = BytesMut::new();
+    out.put_u8(b'F');
+    out.put_i32(i32::try_from(body.len() + 4).unwrap());
+    out.put_slice(&body);
+    client.send(&out).await;
+    let messages = client.read_until_ready().await;
+    let errors: Vec<_> = messages
+        .iter()
+        .filter(|m| m.tag == backend::ERROR_RESPONSE)
+        .map(common::Message::error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{messages:?}");
+    assert_eq!(errors[0].code, "42501");
+    assert!(
+        errors[0].message.contains("fastpath"),
+        "{}",
+        errors[0].message
+    );
+    assert_eq!(raw_current_user(&mut client).await, "reader");
 }
