@@ -30,7 +30,11 @@ fn default_true() -> bool {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { files: Vec::new(), include_defaults: true, watch: true }
+        Self {
+            files: Vec::new(),
+            include_defaults: true,
+            watch: true,
+        }
     }
 }
 

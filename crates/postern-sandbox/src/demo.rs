@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use postern_config::{
-    AuditConfig, Config, IssuerConfig, PolicyConfig, JwksSource, ListenConfig, RoleRule, SecretSource,
-    TargetConfig, TlsFiles, UpstreamLogin, UpstreamMode, UpstreamTls,
+    AuditConfig, Config, IssuerConfig, JwksSource, ListenConfig, PolicyConfig, RoleRule,
+    SecretSource, TargetConfig, TlsFiles, UpstreamLogin, UpstreamMode, UpstreamTls,
 };
 
 use crate::cluster::{ClusterError, PgCluster};
