@@ -36,6 +36,7 @@ pub struct Args {
 enum Mode {
     RoleLogin,
     SetRole,
+    EphemeralUser,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -84,6 +85,7 @@ async fn run_with_cluster(
     let mode = match args.mode {
         Mode::RoleLogin => UpstreamMode::RoleLogin,
         Mode::SetRole => UpstreamMode::SetRole,
+        Mode::EphemeralUser => UpstreamMode::EphemeralUser,
     };
     let config = demo::demo_config(
         cluster,
