@@ -17,6 +17,8 @@ pub enum SetupError {
     Identity(#[from] postern_identity::IdentityError),
     #[error("audit log: {0}")]
     Audit(#[from] postern_audit::AuditError),
+    #[error("policy:\n{0}")]
+    Policy(String),
 }
 
 /// Why a client's connection is refused or ended: sent to the client as a FATAL ErrorResponse

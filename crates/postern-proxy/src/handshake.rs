@@ -9,8 +9,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 use postern_config::UpstreamMode;
 use postern_identity::Identity;
+use postern_policy::cedar::{Decision, RequestContext};
 use postern_policy::guard::GuardContext;
-use postern_policy::roles::authorize_role;
 use postern_policy::startup::check_startup_parameters;
 use postern_wire::backend::{self, Report, Severity, TransactionStatus};
 use postern_wire::frame::Side;
@@ -90,6 +90,8 @@ struct Connection {
 /// Everything a session needs once the client is in.
 struct Ready {
     identity: Identity,
+    /// The request as policy sees it; statements are decided with a fresh `now`.
+    request: RequestContext,
     target: Arc<Target>,
     upstream: Upstream,
     cancel: crate::cancel::CancelKey,
@@ -170,13 +172,35 @@ impl Connection {
             .map_err(|e| Refused::new(e.sqlstate(), e.label(), e.to_string()))?;
         drop(token);
         events::add_identity(&mut self.base_event, &identity);
-        authorize_role(&identity, &target.name, &role, &target.config.roles).map_err(|e| {
-            Refused::new(
+        let request = RequestContext {
+            source_ip: self.peer.ip(),
+            now: (self.shared.clock)(),
+            target: target.name.clone(),
+            role: role.clone(),
+            application_name: application_name.clone(),
+            search_path: search_path_of(&check.forwarded),
+        };
+        let policy = self.shared.policies.current();
+        let session_policy = policy.session(&identity);
+        if let Decision::Deny {
+            message, reason, ..
+        } = session_policy.decide_connect(&policy, &request)
+        {
+            return Err(Refused::new(
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-                "role_not_allowed",
-                e.to_string(),
-            )
-        })?;
+                reason.label(),
+                message,
+            ));
+        }
+        session_policy
+            .authorize_role(&policy, &request, &target.name, &role)
+            .map_err(|e| {
+                Refused::new(
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "role_not_allowed",
+                    e.to_string(),
+                )
+            })?;
 
         let (upstream, lease) = self
             .open_upstream(&target, &role, &identity, &check.forwarded)
@@ -187,6 +211,7 @@ impl Connection {
             .register(target.endpoint.clone(), upstream.key);
         Ok(Some(Ready {
             identity,
+            request,
             target,
             upstream,
             cancel,
@@ -373,6 +398,7 @@ impl Connection {
         } = self;
         let Ready {
             identity,
+            request,
             target,
             upstream,
             cancel,
@@ -507,6 +533,21 @@ async fn send_fatal(stream: &mut BoxedStream, refused: &Refused) {
     Report::new(Severity::Fatal, refused.code, &refused.message).encode(&mut out);
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
+}
+
+/// The schemas of a `search_path` startup parameter, as policy qualifies table names with them.
+fn search_path_of(parameters: &[(String, String)]) -> Vec<String> {
+    parameters
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("search_path"))
+        .map(|(_, value)| {
+            value
+                .split(',')
+                .map(|schema| schema.trim().trim_matches('"').to_owned())
+                .filter(|schema| !schema.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A server's SQLSTATE as one of the codes Postern forwards verbatim; anything else becomes a

@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod handshake;
 mod io;
+mod policy;
 mod session;
 pub mod setup_db;
 mod target;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::{SetupError, UpstreamError};
+pub use policy::{Policies, PolicyLoadError};
 pub use target::Target;
 
 /// How many distinct statement texts the classifier remembers.
@@ -56,6 +58,26 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) cancels: Arc<cancel::CancelRegistry>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) policies: Arc<Policies>,
+    pub(crate) clock: Clock,
+}
+
+/// Where Postern reads the time for policy conditions (hour, weekday, token age). The system
+/// clock, except in tests that need a particular Tuesday at 09:00.
+pub type Clock = Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>;
+
+/// Options that are not configuration: what tests and embedders may change.
+#[derive(Clone)]
+pub struct ProxyOptions {
+    pub clock: Clock,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(std::time::SystemTime::now),
+        }
+    }
 }
 
 /// A bound, not yet serving, Postern.
@@ -68,6 +90,12 @@ impl Proxy {
     /// Checks the configuration, opens the audit log, prepares TLS and binds the listening
     /// socket. Nothing is served until [`Proxy::serve`].
     pub async fn bind(config: &Config) -> Result<Self, SetupError> {
+        Self::bind_with(config, ProxyOptions::default()).await
+    }
+
+    /// [`Proxy::bind`] with options.
+    pub async fn bind_with(config: &Config, options: ProxyOptions) -> Result<Self, SetupError> {
+        let policies = Arc::new(Policies::load(config).map_err(|e| SetupError::Policy(e.0))?);
         let tls = match &config.listen.tls {
             Some(files) => Some(tls::acceptor(&files.certificate, &files.private_key)?),
             None => None,
@@ -98,6 +126,8 @@ impl Proxy {
                 tls,
                 cancels: Arc::new(cancel::CancelRegistry::default()),
                 shutdown: CancellationToken::new(),
+                policies,
+                clock: options.clock,
             }),
             listener,
         })
@@ -108,6 +138,11 @@ impl Proxy {
         self.listener.local_addr()
     }
 
+    /// The policy set in force, to reload (on SIGHUP) or inspect.
+    pub fn policies(&self) -> Arc<Policies> {
+        self.shared.policies.clone()
+    }
+
     /// A handle that stops the proxy: no new connections, open sessions end.
     pub fn shutdown_handle(&self) -> CancellationToken {
         self.shared.shutdown.clone()
@@ -116,6 +151,7 @@ impl Proxy {
     /// Serves until the shutdown handle is cancelled, then waits for sessions to end.
     pub async fn serve(self) {
         let Self { shared, listener } = self;
+        shared.policies.watch(shared.shutdown.clone());
         let limit = Arc::new(Semaphore::new(shared.listen.max_connections.max(1)));
         let tasks = TaskTracker::new();
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Postern is listening");
