@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout)]
 
 mod audit_cmd;
+mod policy_cmd;
 mod quickstart;
 mod serve;
 mod setup_db;
@@ -50,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::Command,
     },
+    /// Work with statement policies.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
             Command::Token(args) => token::run(&args),
             Command::SetupDb { target, config } => setup_db::run(&target, &config).await,
             Command::Audit { command } => audit_cmd::run(command),
+            Command::Policy { command } => policy_cmd::run(command),
         }
     });
     match result {
