@@ -36,6 +36,16 @@ pub enum RoleRefusal {
          you to a group that has access"
     )]
     NoRoles { subject: String, target: String },
+    #[error(
+        "{subject} may not assume role \"{requested}\" on target \"{target}\": denied by policy \
+         \"{policy}\""
+    )]
+    Denied {
+        subject: String,
+        requested: String,
+        target: String,
+        policy: String,
+    },
 }
 
 /// Decides whether `identity` may assume `requested` on `target`.
