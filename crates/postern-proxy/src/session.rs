@@ -312,7 +312,8 @@ enum Action {
     /// An extended-protocol message, refused: stand in a Parse (of `statement`) that fails.
     RefuseExtended {
         statement: String,
-        refusal: Refusal,
+        code: &'static str,
+        message: String,
     },
     /// Forward after the audit event at `event` is written; refuse if it cannot be.
     AuditThenForward {
@@ -460,9 +461,12 @@ impl Frontend<'_> {
                     let refusal = (sqlstate::INSUFFICIENT_PRIVILEGE, refusal.message);
                     self.stand_in_query(&mut tracker, refusal, &mut out);
                 }
-                Action::RefuseExtended { statement, refusal } => {
-                    let refusal = (sqlstate::INSUFFICIENT_PRIVILEGE, refusal.message);
-                    self.stand_in_parse(&mut tracker, &statement, refusal, &mut out);
+                Action::RefuseExtended {
+                    statement,
+                    code,
+                    message,
+                } => {
+                    self.stand_in_parse(&mut tracker, &statement, (code, message), &mut out);
                 }
             }
         }
@@ -514,45 +518,109 @@ impl Frontend<'_> {
                 // `run` has already ended the session on a Parse it cannot read.
                 let Ok(parse) = frontend::parse(&frame) else {
                     return Action::RefuseExtended {
-                        statement: String::new(),
-                        refusal: unreadable_refusal(),
+                        statement: self.stand_in_name(),
+                        code: sqlstate::PROTOCOL_VIOLATION,
+                        message: unreadable_refusal().message,
                     };
                 };
                 let statement = parse.statement.to_owned();
                 let analysis = self.ctx.classifier.analyze(&parse.sql);
                 let record = Arc::new(record_of(&parse.sql, &analysis));
-                match guard::check(&analysis, &self.ctx.guard) {
+                let verdict = guard::check(&analysis, &self.ctx.guard).map_err(|refusal| {
+                    (
+                        refusal.reason.label(),
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        refusal.message,
+                    )
+                });
+                let verdict = verdict.and_then(|()| {
+                    match self.statements.get(&statement) {
+                        // Prepared again under the same name with another text: the server
+                        // refuses that if the first Parse succeeded, and then runs the first
+                        // text under this name; Postern cannot tell from here, so refuses too,
+                        // and what runs under the name stays what it records.
+                        Some(known) if !statement.is_empty() && known.sql != record.sql => Err((
+                            NAME_REUSED,
+                            sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                            format!(
+                                "prepared statement \"{}\" was already prepared in this session \
+                                 with another text: close it before preparing it again",
+                                echo_name(&statement)
+                            ),
+                        )),
+                        _ => Ok(()),
+                    }
+                });
+                match verdict {
                     Ok(()) => {
                         self.forget_changed_names(&analysis);
                         self.statements.insert(statement, record);
                         Action::Forward(frame)
                     }
-                    Err(refusal) => {
-                        self.statements.remove(&statement);
+                    Err((reason, code, message)) => {
+                        // A named statement that exists keeps its text on the server; the
+                        // unnamed one is dropped by the stand-in Parse.
+                        if statement.is_empty() {
+                            self.statements.remove(&statement);
+                        }
                         let id = self.next_statement_id();
-                        let reason = (refusal.reason.label(), refusal.message.as_str());
                         audit_events.push(events::statement(
                             &self.ctx.base_event,
                             id,
                             "extended",
                             &record,
-                            Some(reason),
+                            Some((reason, message.as_str())),
                         ));
-                        Action::RefuseExtended { statement, refusal }
+                        Action::RefuseExtended {
+                            statement,
+                            code,
+                            message,
+                        }
                     }
                 }
             }
             frontend::BIND => {
-                if let Ok((portal, statement)) = frontend::bind_names(&frame) {
-                    // A statement this session did not Parse: one made by SQL `PREPARE`
-                    // (the namespaces are shared), or none at all.
-                    let record = match self.statements.get(statement) {
-                        Some(record) => record.clone(),
-                        None => self.described(&format!("EXECUTE {}", quote_ident(statement))),
+                let Ok((portal, statement)) = frontend::bind_names(&frame) else {
+                    return Action::RefuseExtended {
+                        statement: self.stand_in_name(),
+                        code: sqlstate::PROTOCOL_VIOLATION,
+                        message: unreadable_refusal().message,
                     };
-                    self.portals.insert(portal.to_owned(), record);
+                };
+                // A statement this session did not Parse: one made by SQL `PREPARE` (the
+                // namespaces are shared), or none at all.
+                let record = match self.statements.get(statement) {
+                    Some(record) => record.clone(),
+                    None => self.described(&format!("EXECUTE {}", quote_ident(statement))),
+                };
+                match self.portals.get(portal) {
+                    // As for statements: the server refuses a named portal that still exists
+                    // (within a transaction block) and would run the first one under this name.
+                    Some(known) if !portal.is_empty() && known.sql != record.sql => {
+                        let message = format!(
+                            "portal \"{}\" was already bound in this session to another \
+                             statement: close it before binding it again",
+                            echo_name(portal)
+                        );
+                        let id = self.next_statement_id();
+                        audit_events.push(events::statement(
+                            &self.ctx.base_event,
+                            id,
+                            "extended",
+                            &record,
+                            Some((NAME_REUSED, message.as_str())),
+                        ));
+                        Action::RefuseExtended {
+                            statement: self.stand_in_name(),
+                            code: sqlstate::DUPLICATE_CURSOR,
+                            message,
+                        }
+                    }
+                    _ => {
+                        self.portals.insert(portal.to_owned(), record);
+                        Action::Forward(frame)
+                    }
                 }
-                Action::Forward(frame)
             }
             frontend::CLOSE => {
                 if let Ok((kind, name)) = frontend::target(&frame) {
@@ -601,21 +669,28 @@ impl Frontend<'_> {
         }
     }
 
+    /// A statement name for stand-in Parses that refuse something other than a Parse: no client
+    /// statement has it, and the failing Parse creates or drops nothing.
+    fn stand_in_name(&self) -> String {
+        self.marker.trim_end_matches('_').to_owned()
+    }
+
     /// The record of SQL equivalent to a protocol message whose own text Postern did not see.
     fn described(&self, sql: &str) -> Arc<StatementRecord> {
         Arc::new(record_of(sql, &self.ctx.classifier.analyze(sql)))
     }
 
-    /// Forgets what an allowed SQL text may have invalidated: `DEALLOCATE` removes prepared
-    /// statements (which the extended protocol shares), `DECLARE` and `CLOSE` make and remove
-    /// portals. Forgotten names are then recorded by name only, never by stale text.
+    /// Forgets portals after an allowed `DECLARE` or `CLOSE`, which make and remove them (the
+    /// extended protocol shares their names): Executes of them are then recorded as `FETCH`.
+    /// Statement names are kept even after `DEALLOCATE`: a name Postern still knows cannot be
+    /// prepared again with another text until the client closes it (see the Parse refusal).
     fn forget_changed_names(&mut self, analysis: &Analysis) {
-        for statement in &analysis.statements {
-            match statement.command.as_str() {
-                "DEALLOCATE" => self.statements.retain(|name, _| name.is_empty()),
-                "DECLARE CURSOR" | "CLOSE CURSOR" => self.portals.clear(),
-                _ => {}
-            }
+        if analysis
+            .statements
+            .iter()
+            .any(|s| matches!(s.command.as_str(), "DECLARE CURSOR" | "CLOSE CURSOR"))
+        {
+            self.portals.clear();
         }
     }
 
@@ -678,6 +753,20 @@ fn unreadable(frame: &Frame) -> Option<WireError> {
         frontend::CLOSE => frontend::target(frame).err(),
         frontend::EXECUTE => frontend::execute(frame).err(),
         _ => None,
+    }
+}
+
+/// The audit reason of a refused Parse or Bind that reuses a name for something else.
+const NAME_REUSED: &str = "name_reused";
+
+/// Longest statement or portal name repeated back to the client.
+const MAX_ECHOED_NAME: usize = 64;
+
+/// A client-chosen name, shortened for a message.
+fn echo_name(name: &str) -> String {
+    match name.char_indices().nth(MAX_ECHOED_NAME) {
+        Some((end, _)) => format!("{}…", &name[..end]),
+        None => name.to_owned(),
     }
 }
 

@@ -404,3 +404,146 @@ async fn executions_of_sql_prepared_statements_and_cursors_are_recorded() {
         assert_eq!(end["outcome"], "ok", "{end}");
     }
 }
+
+/// Encodes Close of the prepared statement `name`.
+fn encode_close_statement(name: &str, out: &mut BytesMut) {
+    out.put_u8(b'C');
+    out.put_i32(i32::try_from(4 + 1 + name.len() + 1).unwrap());
+    out.put_u8(b'S');
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+}
+
+/// Sends `messages` then Sync; returns the answer's error codes and first value.
+async fn cycle(client: &mut RawClient, messages: BytesMut) -> (Vec<String>, Option<String>) {
+    let mut out = messages;
+    frontend::encode_sync(&mut out);
+    client.send(&out).await;
+    let answers = client.read_until_ready().await;
+    let errors = answers
+        .iter()
+        .filter(|m| m.tag == backend::ERROR_RESPONSE)
+        .map(|m| m.error().code)
+        .collect();
+    let value = answers
+        .iter()
+        .find(|m| m.tag == backend::DATA_ROW)
+        .map(|m| {
+            let row = backend::data_row(&m.frame).unwrap();
+            String::from_utf8(row[0].unwrap().to_vec()).unwrap()
+        });
+    (errors, value)
+}
+
+fn parse(name: &str, sql: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    frontend::encode_parse(name, sql, &mut out);
+    out
+}
+
+fn bind_execute(name: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_bind(name, &mut out);
+    encode_execute(&mut out);
+    out
+}
+
+/// A prepared statement's name maps to the text Postern records for its executions. Preparing
+/// the same name again with another text must not change what is recorded while the server may
+/// still run the first text: the server refuses a duplicate name, and so does Postern when it
+/// cannot tell whether the first Parse succeeded.
+#[tokio::test]
+async fn a_reused_statement_name_cannot_relabel_what_runs() {
+    let mut stack = Stack::start(StackOptions::default()).await.unwrap();
+    let token = stack.token(ANALYST, &["analysts"]);
+    let (mut client, _) = RawClient::login(stack.addr, "reader", &token).await;
+
+    // The first text is prepared; preparing the name again fails; the first text runs.
+    let (errors, _) = cycle(&mut client, parse("n", "SELECT 'first text'")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let (errors, _) = cycle(&mut client, parse("n", "SELECT 'second text'")).await;
+    assert_eq!(errors, ["42P05"]);
+    let (errors, value) = cycle(&mut client, bind_execute("n")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(value.as_deref(), Some("first text"));
+
+    // A Parse the server rejected, then the same name with another text: Postern cannot tell
+    // from the client's messages whether the name exists, so it refuses until the client closes
+    // the name.
+    let (errors, _) = cycle(&mut client, parse("m", "SELECT * FROM no_such_table")).await;
+    assert_eq!(errors, ["42P01"]);
+    let (errors, _) = cycle(&mut client, parse("m", "SELECT 'retried text'")).await;
+    assert_eq!(errors, ["42P05"]);
+    let mut close_then_parse = BytesMut::new();
+    encode_close_statement("m", &mut close_then_parse);
+    close_then_parse.extend_from_slice(&parse("m", "SELECT 'retried text'"));
+    let (errors, _) = cycle(&mut client, close_then_parse).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let (errors, value) = cycle(&mut client, bind_execute("m")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(value.as_deref(), Some("retried text"));
+
+    // The same for a named portal, which lives until the end of the transaction block.
+    client.query("BEGIN").await;
+    client.read_until_ready().await;
+    let bind_portal = |statement: &str| {
+        let mut out = BytesMut::new();
+        let mut body = BytesMut::new();
+        body.put_slice(b"p\0");
+        body.put_slice(statement.as_bytes());
+        body.put_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        out.put_u8(b'B');
+        out.put_i32(i32::try_from(body.len() + 4).unwrap());
+        out.put_slice(&body);
+        out
+    };
+    let mut first = parse("a", "SELECT 'portal text'");
+    first.extend_from_slice(&bind_portal("a"));
+    let (errors, _) = cycle(&mut client, first).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut second = parse("b", "SELECT 'other portal text'");
+    second.extend_from_slice(&bind_portal("b"));
+    let (errors, _) = cycle(&mut client, second).await;
+    assert_eq!(errors, ["42P03"]);
+    client.query("ROLLBACK").await;
+    client.read_until_ready().await;
+    client.query("BEGIN").await;
+    client.read_until_ready().await;
+    let (errors, _) = cycle(&mut client, bind_portal("a")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut execute = BytesMut::new();
+    encode_execute_portal("p", 0, &mut execute);
+    let (errors, value) = cycle(&mut client, execute).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(value.as_deref(), Some("portal text"));
+
+    drop(client);
+    stack.stop_proxy().await;
+    let events = stack.audit_events();
+    let executed: Vec<&str> = of_kind(&events, "statement")
+        .into_iter()
+        .filter(|e| e["protocol"] == "extended" && e["decision"] == "allowed")
+        .map(|e| e["sql"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        executed,
+        [
+            "SELECT 'first text'",
+            "SELECT 'retried text'",
+            "SELECT 'portal text'"
+        ]
+    );
+    let refused: Vec<&str> = of_kind(&events, "statement")
+        .into_iter()
+        .filter(|e| e["reason"] == "name_reused")
+        .map(|e| e["sql"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "SELECT 'second text'",
+            "SELECT 'retried text'",
+            "SELECT 'other portal text'"
+        ]
+    );
+}
