@@ -28,6 +28,7 @@
 //! forbid would mean allowing what it was written to stop.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cedar_policy::{ActionConstraint, AuthorizationError, Authorizer, Context};
 use cedar_policy::{Decision as CedarDecision, PolicyId, PolicySet, Request};
@@ -45,6 +46,9 @@ use super::load::{self, Author, LoadOptions, PolicyError, PolicyErrors, PolicySo
 use super::rules::role_rule_sources;
 use super::schema::{SCHEMA_ORIGIN, Vocabulary};
 use crate::roles::RoleRefusal;
+
+/// Numbers each loaded engine: see [`PolicyEngine::generation`].
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Postern's shipped statement policies (`policies/defaults.cedar`).
 pub const DEFAULT_POLICIES: &str = include_str!("../../policies/defaults.cedar");
@@ -67,6 +71,9 @@ pub struct PolicyEngine {
     /// decision and keeps each request to the few policies that matter (role rules never weigh
     /// on statements).
     by_action: Vec<PolicySet>,
+    /// Tells engines apart, so that a session's filtered copy of [`Self::by_action`] is rebuilt
+    /// when it is first used with a reloaded engine.
+    generation: u64,
     /// Cedar's evaluator; stateless, kept to avoid building one per request.
     authorizer: Authorizer,
     /// Load order by id: the "first" of several deciding policies is the earliest loaded.
@@ -156,6 +163,7 @@ impl PolicyEngine {
         Ok(Self {
             vocabulary,
             by_action,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             authorizer: Authorizer::new(),
             order: loaded.order,
             approvals: loaded.approvals,
@@ -299,10 +307,13 @@ impl PolicyEngine {
             Ok(request) => request,
             Err(e) => return Outcome::internal(action, resource, &asker, &e.to_string()),
         };
-        let Some(policies) = self.by_action.get(action.index()) else {
+        let Some(policies) = session.policy_set(self.generation, action.index(), &self.by_action)
+        else {
             return Outcome::internal(action, resource, &asker, "no policy set for the action");
         };
-        let response = self.authorizer.is_authorized(&request, policies, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &policies, &entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<(String, String)> = diagnostics
             .errors()

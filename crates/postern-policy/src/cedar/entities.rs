@@ -9,7 +9,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression, Schema};
+use cedar_policy::{
+    Entities, Entity, EntityUid, PolicySet, PrincipalConstraint, RestrictedExpression, Schema,
+};
 use postern_identity::{Identity, IdentityKind};
 use serde_json::Value;
 
@@ -41,6 +43,16 @@ pub struct SessionPolicy {
     resources: Mutex<ResourceCache>,
     /// The last context record built.
     pub(crate) context: ContextCache,
+    /// The policy sets of the engine last used, per action, without the policies whose
+    /// principal scope excludes this principal; keyed by the engine's generation.
+    policies: Mutex<FilteredPolicies>,
+}
+
+/// See [`SessionPolicy::policy_set`].
+#[derive(Default)]
+struct FilteredPolicies {
+    generation: u64,
+    sets: Vec<Option<Arc<PolicySet>>>,
 }
 
 #[derive(Default)]
@@ -76,6 +88,7 @@ impl SessionPolicy {
             },
             resources: Mutex::new(ResourceCache::default()),
             context: ContextCache::default(),
+            policies: Mutex::new(FilteredPolicies::default()),
         }
     }
 
@@ -115,10 +128,75 @@ impl SessionPolicy {
         Some(entities)
     }
 
+    /// The policy set for action number `action` of the engine `generation` without the
+    /// policies that cannot apply to this principal, built from `by_action` on first use (per
+    /// action, so that a one-off decision filters only what it needs). `None` for an action the
+    /// engine has no set for.
+    ///
+    /// A policy whose principal scope (`principal == User::"x"`, `principal in Group::"g"`,
+    /// `principal is Service`) excludes this principal evaluates to false without looking at its
+    /// conditions, so it can neither apply nor fail: leaving it out changes no decision, and
+    /// deployments whose policies are mostly about groups evaluate a handful per request.
+    pub(crate) fn policy_set(
+        &self,
+        generation: u64,
+        action: usize,
+        by_action: &[PolicySet],
+    ) -> Option<Arc<PolicySet>> {
+        let full = by_action.get(action)?;
+        let mut cached = lock(&self.policies);
+        if cached.generation != generation || cached.sets.len() != by_action.len() {
+            *cached = FilteredPolicies {
+                generation,
+                sets: vec![None; by_action.len()],
+            };
+        }
+        let slot = cached.sets.get_mut(action)?;
+        if let Some(set) = slot {
+            return Some(Arc::clone(set));
+        }
+        let set = Arc::new(match &self.base {
+            Some(base) => self.filter(full, base),
+            // Every request is denied anyway.
+            None => full.clone(),
+        });
+        *slot = Some(Arc::clone(&set));
+        Some(set)
+    }
+
+    fn filter(&self, full: &PolicySet, base: &Entities) -> PolicySet {
+        let mut mine = PolicySet::new();
+        for policy in full.policies() {
+            if principal_may_match(&policy.principal_constraint(), &self.principal, base)
+                && mine.add(policy.clone()).is_err()
+            {
+                // Cannot happen (the ids are unique); keep the whole set.
+                return full.clone();
+            }
+        }
+        mine
+    }
+
     /// The subject, as named in messages.
     #[must_use]
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+}
+
+/// Whether a principal scope can hold for `principal`, whose groups are in `base`.
+fn principal_may_match(
+    constraint: &PrincipalConstraint,
+    principal: &EntityUid,
+    base: &Entities,
+) -> bool {
+    let is_in = |group: &EntityUid| group == principal || base.is_ancestor_of(group, principal);
+    match constraint {
+        PrincipalConstraint::Any => true,
+        PrincipalConstraint::Eq(uid) => uid == principal,
+        PrincipalConstraint::In(group) => is_in(group),
+        PrincipalConstraint::Is(ty) => principal.type_name() == ty,
+        PrincipalConstraint::IsIn(ty, group) => principal.type_name() == ty && is_in(group),
     }
 }
 
