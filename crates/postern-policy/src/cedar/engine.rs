@@ -506,6 +506,27 @@ impl SessionPolicy {
         })
     }
 
+    /// Whether this identity may perform `action` on `resource`: the building block of the
+    /// other decisions, for questions they do not ask, such as whether the escape guard may let
+    /// `DO` through (`raw` on `Resource::Target`) before any such statement arrives.
+    #[must_use]
+    pub fn decide(
+        &self,
+        engine: &PolicyEngine,
+        ctx: &RequestContext,
+        action: Action,
+        resource: Resource,
+    ) -> Decision {
+        match self.context(ctx, action, || resource.clone()) {
+            Ok(context) => {
+                engine
+                    .authorize(self, ctx, &context, action, resource)
+                    .decision
+            }
+            Err(outcome) => outcome.decision,
+        }
+    }
+
     /// Whether this session's identity may open a session on `ctx.target`.
     #[must_use]
     pub fn decide_connect(&self, engine: &PolicyEngine, ctx: &RequestContext) -> Decision {

@@ -981,3 +981,25 @@ fn principal_scopes_apply_exactly() {
         assert_eq!(engine.decide_analysis(who, &reader, &analysis), decision);
     }
 }
+
+#[test]
+fn any_action_can_be_asked() {
+    let engine = engine(
+        r#"@id("dbas-raw") permit (principal in Group::"dbas", action == Action::"raw", resource);"#,
+    );
+    let ctx = ctx("owner");
+    let target = Resource::Target {
+        name: "demo".into(),
+    };
+    let dba = engine.session(&identity("dana@example.com", &["dbas"]));
+    assert!(
+        dba.decide(&engine, &ctx, Action::Raw, target.clone())
+            .is_allowed()
+    );
+    let bob = engine.session(&bob());
+    let denied = bob.decide(&engine, &ctx, Action::Raw, target);
+    assert_eq!(
+        message(&denied),
+        "permission denied: no policy allows raw on target demo for bob@example.com as owner"
+    );
+}
