@@ -68,6 +68,10 @@ pub struct StatementRecord {
     pub sql: String,
     pub fingerprint: Option<String>,
     pub kind: &'static str,
+    /// Every table the text names, as written.
+    pub tables: Vec<String>,
+    /// The classification, to decide again at each execution of a prepared statement.
+    pub analysis: std::sync::Arc<postern_sql::Analysis>,
 }
 
 /// A statement about to be forwarded, or refused.
@@ -87,6 +91,9 @@ pub fn statement(
         event.insert("fingerprint".into(), json!(fingerprint));
     }
     event.insert("statement_kind".into(), json!(record.kind));
+    if !record.tables.is_empty() {
+        event.insert("tables".into(), json!(record.tables));
+    }
     match refused {
         None => {
             event.insert("decision".into(), json!("allowed"));
@@ -98,6 +105,13 @@ pub fn statement(
         }
     }
     event
+}
+
+/// Adds the `@id`s of the policies that decided a statement.
+pub fn add_policies(event: &mut Map<String, Value>, policies: &[String]) {
+    if !policies.is_empty() {
+        event.insert("policies".into(), json!(policies));
+    }
 }
 
 /// How a forwarded statement ended.

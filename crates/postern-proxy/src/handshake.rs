@@ -440,6 +440,12 @@ impl Connection {
                 may_raw: false,
             },
             base_event,
+            policy: session::SessionPolicyContext {
+                policies: shared.policies.clone(),
+                identity: identity.clone(),
+                request,
+                clock: shared.clock.clone(),
+            },
         };
         let started = Instant::now();
         let mut statements = 0;

@@ -19,6 +19,10 @@ use std::time::Instant;
 use bytes::BytesMut;
 use futures_util::future::join_all;
 use postern_audit::AuditLog;
+use postern_identity::Identity;
+use postern_policy::cedar::{
+    Action as PolicyAction, Decision, PolicyEngine, RequestContext, Resource, SessionPolicy,
+};
 use postern_policy::guard::{self, GuardContext, Refusal};
 use postern_sql::{Analysis, Classifier, redact};
 use postern_wire::backend::{self, Report, Severity};
@@ -29,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::events::{self, Outcome, StatementRecord};
 use crate::upstream::quote_ident;
+use crate::{Clock, Policies};
 
 /// Why a session ended, for the log and the audit trail.
 #[derive(Debug)]
@@ -75,9 +80,36 @@ impl SessionEnd {
 pub struct SessionContext {
     pub classifier: Arc<Classifier>,
     pub audit: AuditLog,
+    /// The upstream mode; `may_dcl` and `may_raw` come from policy, statement by statement.
     pub guard: GuardContext,
     /// The fields every event of this session carries.
     pub base_event: Map<String, Value>,
+    /// Who the session is and the policy set to decide its statements with.
+    pub policy: SessionPolicyContext,
+}
+
+/// What statement decisions need besides the statement.
+pub struct SessionPolicyContext {
+    pub policies: Arc<Policies>,
+    pub identity: Identity,
+    /// The request as policy sees it; `now` is refreshed for every decision.
+    pub request: RequestContext,
+    pub clock: Clock,
+}
+
+/// The policy set a session last decided with and the session's Cedar view of its identity.
+/// Rebuilt when a reload puts another set in force, so the next statement sees the new set.
+struct PolicyView {
+    engine: Arc<PolicyEngine>,
+    session: SessionPolicy,
+}
+
+/// A statement the guard or policy refused: why (a label), what the client is told, and the
+/// deciding policies.
+struct Denied {
+    reason: &'static str,
+    message: String,
+    policies: Vec<String>,
 }
 
 /// A statement forwarded and not yet finished.
@@ -239,6 +271,7 @@ where
             statements: HashMap::new(),
             portals: HashMap::new(),
             next_id: statements,
+            view: None,
         };
         let client_to_upstream = frontend.run(&mut client_read, client_buffer, &mut upstream_write);
         let upstream_to_client = backend_loop(
@@ -302,13 +335,15 @@ struct Frontend<'a> {
     statements: HashMap<String, Arc<StatementRecord>>,
     portals: HashMap<String, Arc<StatementRecord>>,
     next_id: &'a mut u64,
+    view: Option<PolicyView>,
 }
 
 /// What to do with one client message.
 enum Action {
     Forward(Frame),
-    /// A simple Query or FunctionCall, refused: stand in a Query that fails to parse.
-    RefuseQuery(Refusal),
+    /// A simple Query or FunctionCall, refused (42501, this message): stand in a Query that
+    /// fails to parse.
+    RefuseQuery(String),
     /// An extended-protocol message, refused: stand in a Parse (of `statement`) that fails.
     RefuseExtended {
         statement: String,
@@ -457,8 +492,8 @@ impl Frontend<'_> {
                         }
                     }
                 }
-                Action::RefuseQuery(refusal) => {
-                    let refusal = (sqlstate::INSUFFICIENT_PRIVILEGE, refusal.message);
+                Action::RefuseQuery(message) => {
+                    let refusal = (sqlstate::INSUFFICIENT_PRIVILEGE, message);
                     self.stand_in_query(&mut tracker, refusal, &mut out);
                 }
                 Action::RefuseExtended {
@@ -478,22 +513,19 @@ impl Frontend<'_> {
             frontend::QUERY => {
                 // `run` has already ended the session on a Query it cannot read.
                 let Ok(sql) = frontend::query_text(&frame) else {
-                    return Action::RefuseQuery(unreadable_refusal());
+                    return Action::RefuseQuery(unreadable_refusal().message);
                 };
                 let analysis = self.ctx.classifier.analyze(&sql);
                 let record = record_of(&sql, &analysis);
-                let verdict = guard::check(&analysis, &self.ctx.guard);
+                let verdict = self.check(&analysis);
                 let id = self.next_statement_id();
                 match verdict {
-                    Ok(()) => {
+                    Ok(policies) => {
                         self.forget_changed_names(&analysis);
-                        audit_events.push(events::statement(
-                            &self.ctx.base_event,
-                            id,
-                            "simple",
-                            &record,
-                            None,
-                        ));
+                        let mut event =
+                            events::statement(&self.ctx.base_event, id, "simple", &record, None);
+                        events::add_policies(&mut event, &policies);
+                        audit_events.push(event);
                         Action::AuditThenForward {
                             frame,
                             event: audit_events.len() - 1,
@@ -501,16 +533,17 @@ impl Frontend<'_> {
                             simple: true,
                         }
                     }
-                    Err(refusal) => {
-                        let reason = (refusal.reason.label(), refusal.message.as_str());
-                        audit_events.push(events::statement(
+                    Err(denied) => {
+                        let mut event = events::statement(
                             &self.ctx.base_event,
                             id,
                             "simple",
                             &record,
-                            Some(reason),
-                        ));
-                        Action::RefuseQuery(refusal)
+                            Some((denied.reason, denied.message.as_str())),
+                        );
+                        events::add_policies(&mut event, &denied.policies);
+                        audit_events.push(event);
+                        Action::RefuseQuery(denied.message)
                     }
                 }
             }
@@ -526,11 +559,11 @@ impl Frontend<'_> {
                 let statement = parse.statement.to_owned();
                 let analysis = self.ctx.classifier.analyze(&parse.sql);
                 let record = Arc::new(record_of(&parse.sql, &analysis));
-                let verdict = guard::check(&analysis, &self.ctx.guard).map_err(|refusal| {
+                let verdict = self.check(&analysis).map(|_| ()).map_err(|denied| {
                     (
-                        refusal.reason.label(),
+                        denied.reason,
                         sqlstate::INSUFFICIENT_PRIVILEGE,
-                        refusal.message,
+                        denied.message,
                     )
                 });
                 let verdict = verdict.and_then(|()| {
@@ -650,22 +683,120 @@ impl Frontend<'_> {
                     }
                 };
                 let id = self.next_statement_id();
-                audit_events.push(events::statement(
-                    &self.ctx.base_event,
-                    id,
-                    "extended",
-                    &record,
-                    None,
-                ));
-                Action::AuditThenForward {
-                    frame,
-                    event: audit_events.len() - 1,
-                    id,
-                    simple: false,
+                // Decided again at every execution: the policy set may have been reloaded, or
+                // a condition (time of day) may have changed since the Parse.
+                match self.check(&record.analysis) {
+                    Ok(policies) => {
+                        let mut event =
+                            events::statement(&self.ctx.base_event, id, "extended", &record, None);
+                        events::add_policies(&mut event, &policies);
+                        audit_events.push(event);
+                        Action::AuditThenForward {
+                            frame,
+                            event: audit_events.len() - 1,
+                            id,
+                            simple: false,
+                        }
+                    }
+                    Err(denied) => {
+                        let mut event = events::statement(
+                            &self.ctx.base_event,
+                            id,
+                            "extended",
+                            &record,
+                            Some((denied.reason, denied.message.as_str())),
+                        );
+                        events::add_policies(&mut event, &denied.policies);
+                        audit_events.push(event);
+                        Action::RefuseExtended {
+                            statement: self.stand_in_name(),
+                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                            message: denied.message,
+                        }
+                    }
                 }
             }
-            frontend::FUNCTION_CALL => Action::RefuseQuery(guard::check_fastpath()),
+            frontend::FUNCTION_CALL => Action::RefuseQuery(guard::check_fastpath().message),
             _ => Action::Forward(frame),
+        }
+    }
+
+    /// The escape guard, then policy. The guard is the floor: policy lifts it only by granting
+    /// `raw` (unparseable text, `DO`, code the guard cannot see into) or `dcl` (role management)
+    /// on the target, asked at the moment the guard would refuse, so that conditions on time or
+    /// address hold for those grants too.
+    fn check(&mut self, analysis: &Analysis) -> Result<Vec<String>, Denied> {
+        let mut request = self.ctx.policy.request.clone();
+        request.now = (self.ctx.policy.clock)();
+        let mode = self.ctx.guard.mode;
+        let view = self.policy_view();
+        let floor = GuardContext {
+            mode,
+            may_dcl: false,
+            may_raw: false,
+        };
+        if let Err(refusal) = guard::check(analysis, &floor) {
+            let target = || Resource::Target {
+                name: request.target.clone(),
+            };
+            let grants = |action| {
+                view.session
+                    .decide(&view.engine, &request, action, target())
+                    .is_allowed()
+            };
+            let lifted = GuardContext {
+                mode,
+                may_dcl: grants(PolicyAction::Dcl),
+                may_raw: grants(PolicyAction::Raw),
+            };
+            if lifted == floor {
+                return Err(Denied {
+                    reason: refusal.reason.label(),
+                    message: refusal.message,
+                    policies: Vec::new(),
+                });
+            }
+            guard::check(analysis, &lifted).map_err(|refusal| Denied {
+                reason: refusal.reason.label(),
+                message: refusal.message,
+                policies: Vec::new(),
+            })?;
+        }
+        match view
+            .session
+            .decide_analysis(&view.engine, &request, analysis)
+        {
+            Decision::Allow { policies, .. } => Ok(policies),
+            Decision::Deny {
+                reason,
+                message,
+                policies,
+                ..
+            } => Err(Denied {
+                reason: reason.label(),
+                message,
+                policies,
+            }),
+        }
+    }
+
+    /// The policy view for the set in force, rebuilt after a reload.
+    fn policy_view(&mut self) -> &PolicyView {
+        let current = self.ctx.policy.policies.current();
+        let stale = self
+            .view
+            .as_ref()
+            .is_none_or(|view| !Arc::ptr_eq(&view.engine, &current));
+        if stale {
+            let session = current.session(&self.ctx.policy.identity);
+            self.view = Some(PolicyView {
+                engine: current,
+                session,
+            });
+        }
+        match &self.view {
+            Some(view) => view,
+            None => unreachable!("the view was set above"),
         }
     }
 
@@ -778,11 +909,20 @@ fn unreadable_refusal() -> Refusal {
     }
 }
 
-fn record_of(sql: &str, analysis: &Analysis) -> StatementRecord {
+fn record_of(sql: &str, analysis: &Arc<Analysis>) -> StatementRecord {
+    let mut tables: Vec<String> = analysis
+        .statements
+        .iter()
+        .flat_map(|s| s.tables.iter().cloned())
+        .collect();
+    tables.sort();
+    tables.dedup();
     StatementRecord {
         sql: redact(sql),
         fingerprint: analysis.fingerprint.clone(),
         kind: analysis.kind().as_str(),
+        tables,
+        analysis: Arc::clone(analysis),
     }
 }
 

@@ -329,6 +329,16 @@ async fn owned_objects_do_not_block_the_drop() {
         .batch_execute("GRANT CREATE ON SCHEMA public TO writer")
         .await
         .unwrap();
+    // The writer also grants on its table (a privilege the drop must handle too): GRANT is
+    // `dcl`, which Postern's shipped policies leave closed.
+    let policy = stack.dir().join("engineers-grant.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"engineers-grant\")\npermit (principal in Group::\"engineers\", action == Action::\"dcl\", resource);\n",
+    )
+    .unwrap();
+    stack.config.policy.files.push(policy);
+    stack.start_proxy().await.unwrap();
 
     // Default: what the role created goes with it.
     assert_eq!(table_after_the_drop(&stack, "scratch_dropped").await, None);
