@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use postern_sandbox::idp::TokenRequest;
 
 /// How to start a [`Stack`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StackOptions {
     pub mode: UpstreamMode,
     /// Give Postern a TLS certificate for clients.
@@ -36,6 +36,10 @@ pub struct StackOptions {
     pub upstream_tls: bool,
     /// `pg_hba.conf` lines placed before the defaults (e.g. to test md5 or trust upstream).
     pub extra_hba: Vec<String>,
+    /// Cedar policy texts, each written to a file of the stack and listed in `[policy] files`.
+    pub policies: Vec<String>,
+    /// The clock policy conditions read (hour, weekday, token age); the system clock if `None`.
+    pub clock: Option<postern_proxy::Clock>,
 }
 
 impl Default for StackOptions {
@@ -47,6 +51,8 @@ impl Default for StackOptions {
             setup_db: true,
             upstream_tls: false,
             extra_hba: Vec::new(),
+            policies: Vec::new(),
+            clock: None,
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct Stack {
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
     dir: tempfile::TempDir,
+    clock: Option<postern_proxy::Clock>,
+    policies: Option<std::sync::Arc<postern_proxy::Policies>>,
 }
 
 impl Stack {
@@ -108,6 +116,11 @@ impl Stack {
                 server_name: None,
             };
         }
+        for (n, text) in options.policies.iter().enumerate() {
+            let path = dir.path().join(format!("policy-{n}.cedar"));
+            std::fs::write(&path, text).context("writing a policy file")?;
+            config.policy.files.push(path);
+        }
         if options.setup_db {
             postern_proxy::setup_target_database(DEMO_TARGET, &config)
                 .await
@@ -122,6 +135,8 @@ impl Stack {
             shutdown: CancellationToken::new(),
             task: None,
             dir,
+            clock: options.clock.clone(),
+            policies: None,
         };
         stack.start_proxy().await?;
         Ok(stack)
@@ -130,14 +145,24 @@ impl Stack {
     /// (Re)starts Postern with `self.config` (after a test changed it).
     pub async fn start_proxy(&mut self) -> anyhow::Result<()> {
         self.stop_proxy().await;
-        let proxy = postern_proxy::Proxy::bind(&self.config)
+        let mut options = postern_proxy::ProxyOptions::default();
+        if let Some(clock) = &self.clock {
+            options.clock = clock.clone();
+        }
+        let proxy = postern_proxy::Proxy::bind_with(&self.config, options)
             .await
             .context("starting Postern")?;
         self.addr = proxy.local_addr()?;
         self.config.listen.address = self.addr;
         self.shutdown = proxy.shutdown_handle();
+        self.policies = Some(proxy.policies());
         self.task = Some(tokio::spawn(proxy.serve()));
         Ok(())
+    }
+
+    /// The policy set Postern is running with, to reload after changing its files.
+    pub fn policies(&self) -> Option<std::sync::Arc<postern_proxy::Policies>> {
+        self.policies.clone()
     }
 
     /// Stops Postern and waits until it has closed its sessions and audit log.

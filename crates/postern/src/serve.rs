@@ -12,7 +12,18 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let proxy = Proxy::bind(&config).await.context("cannot start Postern")?;
     let shutdown = proxy.shutdown_handle();
+    let policies = proxy.policies();
     let serving = tokio::spawn(proxy.serve());
+    // SIGHUP reloads the policy files; a set that does not load is logged and refused.
+    #[cfg(unix)]
+    if let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    {
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let _ = policies.reload();
+            }
+        });
+    }
     crate::stop_requested().await;
     tracing::info!("stopping: no new connections; open sessions are being closed");
     shutdown.cancel();
