@@ -25,3 +25,17 @@ fn readme_starts_with_the_two_commands() {
     let ci = include_str!("../../../.ci/run");
     assert!(ci.contains("cargo test --workspace"));
 }
+
+#[test]
+fn readme_policy_example_validates_against_the_schema() {
+    let start = README.find("```cedar\n").expect("a cedar block") + "```cedar\n".len();
+    let end = start + README[start..].find("```").expect("end of the cedar block");
+    let source = postern_policy::cedar::PolicySource {
+        origin: "README.md".to_owned(),
+        text: README[start..end].to_owned(),
+    };
+    let engine =
+        postern_policy::cedar::PolicyEngine::load(&[source], &std::collections::BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(engine.origin_of("engineers-office-hours").is_some());
+}
