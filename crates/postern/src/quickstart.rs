@@ -18,6 +18,16 @@ const PG_DIR: &str = "pg";
 const SECRETS_DIR: &str = "secrets";
 const AUDIT_FILE: &str = "audit.jsonl";
 const CONFIG_FILE: &str = "postern.toml";
+const POLICY_FILE: &str = "policies.cedar";
+
+/// The quickstart's own policy, to show a refusal by policy and a reload on save.
+const QUICKSTART_POLICY: &str = r#"// Postern reloads this file when it changes. Validate with `postern policy check`.
+
+// Analysts may read, never change data or schema (the database's grants say the same; this
+// says it at Postern, with a message naming the policy).
+@id("analysts-read-only")
+forbid (principal in Group::"analysts", action in [Action::"write", Action::"ddl"], resource);
+"#;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -87,7 +97,7 @@ async fn run_with_cluster(
         Mode::SetRole => UpstreamMode::SetRole,
         Mode::EphemeralUser => UpstreamMode::EphemeralUser,
     };
-    let config = demo::demo_config(
+    let mut config = demo::demo_config(
         cluster,
         &idp,
         &DemoOptions {
@@ -99,6 +109,9 @@ async fn run_with_cluster(
             secrets_dir: secrets,
         },
     )?;
+    let policy_file = dir.join(POLICY_FILE);
+    std::fs::write(&policy_file, QUICKSTART_POLICY)?;
+    config.policy.files.push(policy_file);
     // For reference: the same deployment, runnable with `postern serve --config` while the
     // quickstart's database and identity provider are up.
     std::fs::write(dir.join(CONFIG_FILE), toml::to_string_pretty(&config)?)?;
@@ -140,11 +153,13 @@ Connect as an engineer (role writer): use --groups engineers and user=writer.
 Tokens last 15 minutes (--ttl to change). Add --claim tenant_id=acme for claims that row-level
 security can read with postern.claim('tenant_id').
 
+Statement policy is in {policies} (Cedar; saved changes apply to the next statement).
 Every statement is recorded in {audit}; check its hash chain with:
   {postern} audit verify {audit}
 
 Press Ctrl-C to stop; everything in {dir} is then removed.",
         audit = dir.join(AUDIT_FILE).display(),
+        policies = dir.join(POLICY_FILE).display(),
         dir = dir.display(),
     );
 }
@@ -166,7 +181,7 @@ fn remove_created(dir: &Path) {
     for name in [PG_DIR, IDP_DIR, SECRETS_DIR] {
         let _ = std::fs::remove_dir_all(dir.join(name));
     }
-    for name in [AUDIT_FILE, CONFIG_FILE] {
+    for name in [AUDIT_FILE, CONFIG_FILE, POLICY_FILE] {
         let _ = std::fs::remove_file(dir.join(name));
     }
 }

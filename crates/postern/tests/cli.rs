@@ -118,7 +118,7 @@ fn quickstart_serves_psql_with_a_dev_token_and_cleans_up_on_ctrl_c() {
 
     let output = psql(port, "reader", &token, "DELETE FROM orders");
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("permission denied for table orders"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("permission denied by policy \"analysts-read-only\": write on public.orders is not allowed for alice@example.com as reader"));
 
     let output = psql(port, "writer", &token, "SELECT 1");
     assert!(!output.status.success());
