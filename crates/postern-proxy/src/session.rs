@@ -24,7 +24,7 @@ use postern_policy::cedar::{
     Action as PolicyAction, Decision, PolicyEngine, RequestContext, Resource, SessionPolicy,
 };
 use postern_policy::guard::{self, GuardContext, Refusal};
-use postern_sql::{Analysis, Classifier, redact};
+use postern_sql::{Analysis, Classifier, PreparedName, StatementFacts, redact};
 use postern_wire::backend::{self, Report, Severity};
 use postern_wire::frame::Side;
 use postern_wire::{Frame, FrameDecoder, WireError, frontend, limits, sqlstate};
@@ -272,6 +272,7 @@ where
             portals: HashMap::new(),
             next_id: statements,
             view: None,
+            sql_prepared: HashMap::new(),
         };
         let client_to_upstream = frontend.run(&mut client_read, client_buffer, &mut upstream_write);
         let upstream_to_client = backend_loop(
@@ -336,6 +337,9 @@ struct Frontend<'a> {
     portals: HashMap<String, Arc<StatementRecord>>,
     next_id: &'a mut u64,
     view: Option<PolicyView>,
+    /// SQL-level prepared statements (`PREPARE name AS ...`) by name, with the facts of what
+    /// they prepared: an `EXECUTE name` is decided with those.
+    sql_prepared: HashMap<String, StatementFacts>,
 }
 
 /// What to do with one client message.
@@ -522,6 +526,7 @@ impl Frontend<'_> {
                 match verdict {
                     Ok(policies) => {
                         self.forget_changed_names(&analysis);
+                        self.remember_prepared(&analysis);
                         let mut event =
                             events::statement(&self.ctx.base_event, id, "simple", &record, None);
                         events::add_policies(&mut event, &policies);
@@ -687,6 +692,7 @@ impl Frontend<'_> {
                 // a condition (time of day) may have changed since the Parse.
                 match self.check(&record.analysis) {
                     Ok(policies) => {
+                        self.remember_prepared(&record.analysis);
                         let mut event =
                             events::statement(&self.ctx.base_event, id, "extended", &record, None);
                         events::add_policies(&mut event, &policies);
@@ -729,6 +735,15 @@ impl Frontend<'_> {
         let mut request = self.ctx.policy.request.clone();
         request.now = (self.ctx.policy.clock)();
         let mode = self.ctx.guard.mode;
+        // `EXECUTE name` is decided with what `PREPARE name` prepared.
+        let executed: Vec<StatementFacts> = analysis
+            .statements
+            .iter()
+            .filter_map(|statement| match &statement.prepared {
+                Some(PreparedName::Execute(name)) => self.sql_prepared.get(name).cloned(),
+                _ => None,
+            })
+            .collect();
         let view = self.policy_view();
         let floor = GuardContext {
             mode,
@@ -762,21 +777,60 @@ impl Frontend<'_> {
                 policies: Vec::new(),
             })?;
         }
-        match view
+        let mut allowed = match view
             .session
             .decide_analysis(&view.engine, &request, analysis)
         {
-            Decision::Allow { policies, .. } => Ok(policies),
+            Decision::Allow { policies, .. } => policies,
             Decision::Deny {
                 reason,
                 message,
                 policies,
                 ..
-            } => Err(Denied {
-                reason: reason.label(),
-                message,
-                policies,
-            }),
+            } => {
+                return Err(Denied {
+                    reason: reason.label(),
+                    message,
+                    policies,
+                });
+            }
+        };
+        for prepared in &executed {
+            match view
+                .session
+                .decide_statement(&view.engine, &request, prepared)
+            {
+                Decision::Allow { policies, .. } => allowed.extend(policies),
+                Decision::Deny {
+                    reason,
+                    message,
+                    policies,
+                    ..
+                } => {
+                    return Err(Denied {
+                        reason: reason.label(),
+                        message,
+                        policies,
+                    });
+                }
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// Keeps track of SQL-level prepared statements an allowed text prepares or deallocates.
+    fn remember_prepared(&mut self, analysis: &Analysis) {
+        for statement in &analysis.statements {
+            match &statement.prepared {
+                Some(PreparedName::Prepare(name)) => {
+                    self.sql_prepared.insert(name.clone(), statement.clone());
+                }
+                Some(PreparedName::Deallocate(Some(name))) => {
+                    self.sql_prepared.remove(name);
+                }
+                Some(PreparedName::Deallocate(None)) => self.sql_prepared.clear(),
+                Some(PreparedName::Execute(_)) | None => {}
+            }
         }
     }
 

@@ -30,7 +30,7 @@ use pg_query::{NodeEnum, NodeRef};
 
 use crate::command::command_tag;
 use crate::encoding::is_ascii_safe_encoding;
-use crate::facts::{Analysis, Hazard, StatementFacts, StatementKind};
+use crate::facts::{Analysis, Hazard, PreparedName, StatementFacts, StatementKind};
 use crate::functions;
 use crate::walk::{any_node, push_children};
 
@@ -147,12 +147,21 @@ fn statement_facts(root: NodeRef<'_>) -> StatementFacts {
             }
         }
     }
+    let prepared = match root {
+        NodeRef::PrepareStmt(p) => Some(PreparedName::Prepare(p.name.clone())),
+        NodeRef::ExecuteStmt(e) => Some(PreparedName::Execute(e.name.clone())),
+        NodeRef::DeallocateStmt(d) => Some(PreparedName::Deallocate(
+            (!d.isall && !d.name.is_empty()).then(|| d.name.clone()),
+        )),
+        _ => None,
+    };
     StatementFacts {
         kind: facts.kind.unwrap_or(StatementKind::Raw),
         command: command_tag(root),
         tables: facts.tables,
         functions: facts.functions,
         hazards: facts.hazards,
+        prepared,
     }
 }
 

@@ -55,6 +55,21 @@ pub struct StatementFacts {
     pub functions: Vec<String>,
     /// Constructs the escape guard cares about, each listed once.
     pub hazards: Vec<Hazard>,
+    /// For SQL-level `PREPARE`, `EXECUTE` and `DEALLOCATE`: the prepared statement named, so
+    /// that a session can decide an `EXECUTE` with what the `PREPARE` prepared.
+    pub prepared: Option<PreparedName>,
+}
+
+/// What a statement does with a prepared statement's name (as the server folds it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreparedName {
+    /// `PREPARE name AS ...`: the facts of this statement are those of the statement prepared.
+    Prepare(String),
+    /// `EXECUTE name`.
+    Execute(String),
+    /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
+    Deallocate(Option<String>),
 }
 
 /// The statement classes that policy grants, least dangerous first: the derived order is the

@@ -29,7 +29,7 @@ mod walk;
 
 pub use cache::{Classifier, MAX_CACHED_SQL_LEN};
 pub use encoding::is_ascii_safe_encoding;
-pub use facts::{Analysis, Hazard, StatementFacts, StatementKind};
+pub use facts::{Analysis, Hazard, PreparedName, StatementFacts, StatementKind};
 pub use limits::MAX_ANALYZED_SQL_LEN;
 pub use redact::{REDACTED_PLACEHOLDER, redact};
 
