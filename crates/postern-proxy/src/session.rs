@@ -569,6 +569,7 @@ impl Frontend<'_> {
                         denied.reason,
                         sqlstate::INSUFFICIENT_PRIVILEGE,
                         denied.message,
+                        denied.policies,
                     )
                 });
                 let verdict = verdict.and_then(|()| {
@@ -585,6 +586,7 @@ impl Frontend<'_> {
                                  with another text: close it before preparing it again",
                                 echo_name(&statement)
                             ),
+                            Vec::new(),
                         )),
                         _ => Ok(()),
                     }
@@ -595,20 +597,22 @@ impl Frontend<'_> {
                         self.statements.insert(statement, record);
                         Action::Forward(frame)
                     }
-                    Err((reason, code, message)) => {
+                    Err((reason, code, message, policies)) => {
                         // A named statement that exists keeps its text on the server; the
                         // unnamed one is dropped by the stand-in Parse.
                         if statement.is_empty() {
                             self.statements.remove(&statement);
                         }
                         let id = self.next_statement_id();
-                        audit_events.push(events::statement(
+                        let mut event = events::statement(
                             &self.ctx.base_event,
                             id,
                             "extended",
                             &record,
                             Some((reason, message.as_str())),
-                        ));
+                        );
+                        events::add_policies(&mut event, &policies);
+                        audit_events.push(event);
                         Action::RefuseExtended {
                             statement,
                             code,
