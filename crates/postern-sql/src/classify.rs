@@ -274,6 +274,13 @@ impl Collector {
                     push_unique(&mut self.tables, qualified_relation(r));
                 }
             }
+            NodeRef::DropStmt(d) => {
+                for object in &d.objects {
+                    self.named_relation(d.remove_type, Some(object));
+                }
+            }
+            NodeRef::CommentStmt(c) => self.named_relation(c.objtype, c.object.as_deref()),
+            NodeRef::SecLabelStmt(s) => self.named_relation(s.objtype, s.object.as_deref()),
             NodeRef::FuncCall(call) => self.func_call(call, frame.executes),
             NodeRef::VariableSetStmt(set) => self.variable_set(set, frame.root),
             NodeRef::DiscardStmt(d) if d.target == DiscardMode::DiscardAll as i32 => {
@@ -391,6 +398,47 @@ impl Collector {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Records the relation that an object name of `DROP`, `COMMENT` or `SECURITY LABEL` names,
+    /// which the parser keeps as a list of names rather than a relation: the whole name for
+    /// relations (`DROP TABLE a.b`), all but its last part for what lives on a table
+    /// (`DROP TRIGGER t ON orders`, `COMMENT ON COLUMN orders.amount`).
+    fn named_relation(&mut self, object_type: i32, object: Option<&pg_query::protobuf::Node>) {
+        let whole = match ObjectType::try_from(object_type) {
+            Ok(
+                ObjectType::ObjectTable
+                | ObjectType::ObjectView
+                | ObjectType::ObjectMatview
+                | ObjectType::ObjectSequence
+                | ObjectType::ObjectForeignTable
+                | ObjectType::ObjectIndex,
+            ) => true,
+            Ok(
+                ObjectType::ObjectColumn
+                | ObjectType::ObjectTrigger
+                | ObjectType::ObjectRule
+                | ObjectType::ObjectPolicy
+                | ObjectType::ObjectTabconstraint,
+            ) => false,
+            _ => return,
+        };
+        let Some(NodeEnum::List(list)) = object.and_then(|o| o.node.as_ref()) else {
+            return;
+        };
+        let mut parts: Vec<&str> = Vec::with_capacity(list.items.len());
+        for item in &list.items {
+            match &item.node {
+                Some(NodeEnum::String(s)) => parts.push(&s.sval),
+                _ => return,
+            }
+        }
+        if !whole {
+            parts.pop();
+        }
+        if !parts.is_empty() {
+            push_unique(&mut self.tables, parts.join("."));
         }
     }
 

@@ -796,6 +796,35 @@ fn tables_and_functions() {
     assert_eq!(facts.tables, ["audit.log", "staging"]);
     let facts = &analyze("LOCK TABLE a, b.c").statements[0];
     assert_eq!(facts.tables, ["a", "b.c"]);
+    // Relations that DROP, COMMENT and SECURITY LABEL name as lists of names; for objects
+    // that live on a table, that table.
+    for (sql, tables) in [
+        ("DROP TABLE a, s.b, db.s.c", &["a", "s.b", "db.s.c"][..]),
+        ("DROP VIEW IF EXISTS v CASCADE", &["v"]),
+        ("DROP MATERIALIZED VIEW s.m", &["s.m"]),
+        ("DROP SEQUENCE q", &["q"]),
+        ("DROP FOREIGN TABLE f", &["f"]),
+        ("DROP INDEX CONCURRENTLY s.i", &["s.i"]),
+        ("DROP TRIGGER t ON s.orders", &["s.orders"]),
+        ("DROP RULE r ON orders", &["orders"]),
+        ("DROP POLICY p ON \"Orders\"", &["Orders"]),
+        ("COMMENT ON TABLE orders IS 'x'", &["orders"]),
+        ("COMMENT ON COLUMN s.orders.amount IS 'x'", &["s.orders"]),
+        ("COMMENT ON CONSTRAINT c ON orders IS NULL", &["orders"]),
+        ("COMMENT ON TRIGGER t ON orders IS 'x'", &["orders"]),
+        ("SECURITY LABEL FOR p ON TABLE orders IS 'x'", &["orders"]),
+        (
+            "SECURITY LABEL FOR p ON COLUMN orders.amount IS 'x'",
+            &["orders"],
+        ),
+        ("DROP FUNCTION f(int)", &[]),
+        ("DROP SCHEMA s", &[]),
+        ("DROP TYPE t", &[]),
+        ("COMMENT ON SCHEMA s IS 'x'", &[]),
+        ("COMMENT ON FUNCTION f() IS 'x'", &[]),
+    ] {
+        assert_eq!(analyze(sql).statements[0].tables, tables, "{sql}");
+    }
     let facts = &analyze("CALL app.do_things(1)").statements[0];
     assert_eq!(facts.functions, ["app.do_things"]);
 }

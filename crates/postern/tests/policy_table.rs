@@ -375,9 +375,13 @@ async fn profiles(stack: &Stack) -> Vec<Profile> {
 }
 
 async fn stack(mode: UpstreamMode) -> Stack {
+    stack_with(mode, &[POLICIES]).await
+}
+
+async fn stack_with(mode: UpstreamMode, policies: &[&str]) -> Stack {
     let stack = Stack::start(StackOptions {
         mode,
-        policies: vec![POLICIES.to_owned()],
+        policies: policies.iter().map(|&p| p.to_owned()).collect(),
         ..StackOptions::default()
     })
     .await
@@ -396,6 +400,7 @@ both_modes!(
     every_statement_gets_its_decision,
     a_forbidden_statement_stops_the_whole_text,
     prepare_and_execute_in_separate_messages,
+    a_table_policy_sees_every_statement_naming_the_table,
 );
 
 /// Whether an error is Postern's refusal rather than the database's.
@@ -730,4 +735,73 @@ async fn prepare_and_execute_in_separate_messages(mode: UpstreamMode) {
     app.client.simple_query("EXECUTE del(-1)").await.unwrap();
     assert_eq!(order_count(&stack).await, before);
     assert_eq!(common::current_user(&analyst.client).await, "reader");
+}
+
+/// A policy about one table: its schema may not change, whoever asks.
+const ORDERS_FROZEN: &str = r#"
+@id("orders-schema-frozen")
+forbid (principal, action == Action::"ddl", resource == Table::"public.orders");
+"#;
+
+/// Statements that change `public.orders`, in every way a statement can name it (a relation,
+/// an object name in `DROP` or `COMMENT`, the table of a trigger, rule, policy, column or
+/// constraint), refused by a policy on that table; and schema changes elsewhere, allowed.
+async fn a_table_policy_sees_every_statement_naming_the_table(mode: UpstreamMode) {
+    let stack = stack_with(mode, &[POLICIES, ORDERS_FROZEN]).await;
+    let profiles = profiles(&stack).await;
+    let ddl = &profiles[2];
+    let frozen = E::Forbid("orders-schema-frozen");
+    let rows = [
+        "DROP TABLE orders",
+        "DROP TABLE IF EXISTS public.orders",
+        r#"DROP TABLE "public"."orders" CASCADE"#,
+        "DROP TABLE demo.public.orders",
+        "DROP TABLE IF EXISTS policy_scratch, orders",
+        "DROP VIEW IF EXISTS orders",
+        "DROP TRIGGER IF EXISTS policy_trigger ON orders",
+        "DROP POLICY IF EXISTS policy_rls ON public.orders",
+        "DROP RULE IF EXISTS policy_rule ON orders",
+        "ALTER TABLE orders ADD COLUMN note text",
+        "ALTER TABLE orders RENAME TO orders_old",
+        "ALTER TABLE orders RENAME COLUMN amount TO total",
+        "ALTER TABLE orders OWNER TO reader",
+        "ALTER TABLE public.orders SET SCHEMA pg_catalog",
+        "TRUNCATE orders",
+        "CREATE INDEX ON orders (customer)",
+        "COMMENT ON TABLE orders IS 'x'",
+        "COMMENT ON TABLE public.orders IS NULL",
+        "COMMENT ON COLUMN orders.amount IS 'x'",
+        "COMMENT ON COLUMN public.orders.amount IS 'x'",
+        "COMMENT ON TRIGGER policy_trigger ON orders IS 'x'",
+        "COMMENT ON CONSTRAINT orders_pkey ON orders IS 'x'",
+    ]
+    .map(|sql| row(sql, E::Ok, E::Ok, frozen));
+    let allowed = [
+        row("CREATE TABLE policy_scratch (id int)", E::Ok, E::Ok, E::Ok),
+        row("DROP TABLE IF EXISTS policy_scratch", E::Ok, E::Ok, E::Ok),
+        simple(
+            "CREATE TABLE policy_owned (id int); COMMENT ON TABLE policy_owned IS 'x'; \
+             COMMENT ON COLUMN policy_owned.id IS 'x'; DROP TABLE policy_owned",
+            E::Ok,
+            E::Ok,
+            E::Ok,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for row in rows.iter().chain(&allowed) {
+        let passes: &[bool] = match row.how {
+            How::Both => &[false, true],
+            _ => &[false],
+        };
+        for &extended in passes {
+            ddl.client.batch_execute("BEGIN").await.unwrap();
+            let result = run(row, ddl, row.ddl, extended).await;
+            if let Err(problem) = judge(row.ddl, &result, ddl, "writer") {
+                failures.push(format!("{:?} (extended: {extended}): {problem}", row.sql));
+            }
+            ddl.client.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(table_exists(&stack, "public.orders").await);
 }
