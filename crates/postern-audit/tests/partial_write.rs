@@ -2,7 +2,7 @@
 //! the last complete event. In a test binary of its own: the child process it forks would
 //! otherwise briefly inherit other tests' open audit files, and with them their locks.
 
-#![expect(
+#![allow(
     clippy::unwrap_used,
     reason = "test helpers outside #[test] functions panic on failure, as the tests do"
 )]
