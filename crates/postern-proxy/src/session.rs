@@ -110,6 +110,8 @@ struct Denied {
     reason: &'static str,
     message: String,
     policies: Vec<String>,
+    /// For the ErrorResponse's detail: which policies decided, and where they are written.
+    detail: Option<String>,
 }
 
 /// A statement forwarded and not yet finished.
@@ -126,8 +128,26 @@ struct InFlight {
 /// A refusal whose stand-in error the server has yet to send.
 struct PendingRefusal {
     epoch: u64,
+    refusal: StandIn,
+}
+
+/// What the client is told in place of the stand-in's error.
+struct StandIn {
     code: &'static str,
     message: String,
+    /// The ErrorResponse's detail: for a policy refusal, the deciding policies and where they
+    /// are written.
+    detail: Option<String>,
+}
+
+impl From<(&'static str, String)> for StandIn {
+    fn from((code, message): (&'static str, String)) -> Self {
+        Self {
+            code,
+            message,
+            detail: None,
+        }
+    }
 }
 
 /// What both loops share: refusals to rewrite and statements to account for. Held only for
@@ -347,12 +367,13 @@ enum Action {
     Forward(Frame),
     /// A simple Query or FunctionCall, refused (42501, this message): stand in a Query that
     /// fails to parse.
-    RefuseQuery(String),
+    RefuseQuery(String, Option<String>),
     /// An extended-protocol message, refused: stand in a Parse (of `statement`) that fails.
     RefuseExtended {
         statement: String,
         code: &'static str,
         message: String,
+        detail: Option<String>,
     },
     /// Forward after the audit event at `event` is written; refuse if it cannot be.
     AuditThenForward {
@@ -482,7 +503,7 @@ impl Frontend<'_> {
                                 }
                                 _ => "the audit log could not record this statement".to_owned(),
                             };
-                            let refusal = (sqlstate::IO_ERROR, message);
+                            let refusal = StandIn::from((sqlstate::IO_ERROR, message));
                             if simple {
                                 self.stand_in_query(&mut tracker, refusal, &mut out);
                             } else {
@@ -496,16 +517,26 @@ impl Frontend<'_> {
                         }
                     }
                 }
-                Action::RefuseQuery(message) => {
-                    let refusal = (sqlstate::INSUFFICIENT_PRIVILEGE, message);
+                Action::RefuseQuery(message, detail) => {
+                    let refusal = StandIn {
+                        code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                        message,
+                        detail,
+                    };
                     self.stand_in_query(&mut tracker, refusal, &mut out);
                 }
                 Action::RefuseExtended {
                     statement,
                     code,
                     message,
+                    detail,
                 } => {
-                    self.stand_in_parse(&mut tracker, &statement, (code, message), &mut out);
+                    let refusal = StandIn {
+                        code,
+                        message,
+                        detail,
+                    };
+                    self.stand_in_parse(&mut tracker, &statement, refusal, &mut out);
                 }
             }
         }
@@ -517,7 +548,7 @@ impl Frontend<'_> {
             frontend::QUERY => {
                 // `run` has already ended the session on a Query it cannot read.
                 let Ok(sql) = frontend::query_text(&frame) else {
-                    return Action::RefuseQuery(unreadable_refusal().message);
+                    return Action::RefuseQuery(unreadable_refusal().message, None);
                 };
                 let analysis = self.ctx.classifier.analyze(&sql);
                 let record = record_of(&sql, &analysis);
@@ -548,7 +579,7 @@ impl Frontend<'_> {
                         );
                         events::add_policies(&mut event, &denied.policies);
                         audit_events.push(event);
-                        Action::RefuseQuery(denied.message)
+                        Action::RefuseQuery(denied.message, denied.detail)
                     }
                 }
             }
@@ -559,6 +590,7 @@ impl Frontend<'_> {
                         statement: self.stand_in_name(),
                         code: sqlstate::PROTOCOL_VIOLATION,
                         message: unreadable_refusal().message,
+                        detail: None,
                     };
                 };
                 let statement = parse.statement.to_owned();
@@ -570,6 +602,7 @@ impl Frontend<'_> {
                         sqlstate::INSUFFICIENT_PRIVILEGE,
                         denied.message,
                         denied.policies,
+                        denied.detail,
                     )
                 });
                 let verdict = verdict.and_then(|()| {
@@ -587,6 +620,7 @@ impl Frontend<'_> {
                                 echo_name(&statement)
                             ),
                             Vec::new(),
+                            None,
                         )),
                         _ => Ok(()),
                     }
@@ -597,7 +631,7 @@ impl Frontend<'_> {
                         self.statements.insert(statement, record);
                         Action::Forward(frame)
                     }
-                    Err((reason, code, message, policies)) => {
+                    Err((reason, code, message, policies, detail)) => {
                         // A named statement that exists keeps its text on the server; the
                         // unnamed one is dropped by the stand-in Parse.
                         if statement.is_empty() {
@@ -617,6 +651,7 @@ impl Frontend<'_> {
                             statement,
                             code,
                             message,
+                            detail,
                         }
                     }
                 }
@@ -627,6 +662,7 @@ impl Frontend<'_> {
                         statement: self.stand_in_name(),
                         code: sqlstate::PROTOCOL_VIOLATION,
                         message: unreadable_refusal().message,
+                        detail: None,
                     };
                 };
                 // A statement this session did not Parse: one made by SQL `PREPARE` (the
@@ -656,6 +692,7 @@ impl Frontend<'_> {
                             statement: self.stand_in_name(),
                             code: sqlstate::DUPLICATE_CURSOR,
                             message,
+                            detail: None,
                         }
                     }
                     _ => {
@@ -722,11 +759,12 @@ impl Frontend<'_> {
                             statement: self.stand_in_name(),
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
                             message: denied.message,
+                            detail: denied.detail,
                         }
                     }
                 }
             }
-            frontend::FUNCTION_CALL => Action::RefuseQuery(guard::check_fastpath().message),
+            frontend::FUNCTION_CALL => Action::RefuseQuery(guard::check_fastpath().message, None),
             _ => Action::Forward(frame),
         }
     }
@@ -773,12 +811,14 @@ impl Frontend<'_> {
                     reason: refusal.reason.label(),
                     message: refusal.message,
                     policies: Vec::new(),
+                    detail: None,
                 });
             }
             guard::check(analysis, &lifted).map_err(|refusal| Denied {
                 reason: refusal.reason.label(),
                 message: refusal.message,
                 policies: Vec::new(),
+                detail: None,
             })?;
         }
         let mut allowed = match view
@@ -792,10 +832,12 @@ impl Frontend<'_> {
                 policies,
                 ..
             } => {
+                let detail = Some(policy_detail(&view.engine, &policies));
                 return Err(Denied {
                     reason: reason.label(),
                     message,
                     policies,
+                    detail,
                 });
             }
         };
@@ -811,10 +853,12 @@ impl Frontend<'_> {
                     policies,
                     ..
                 } => {
+                    let detail = Some(policy_detail(&view.engine, &policies));
                     return Err(Denied {
                         reason: reason.label(),
                         message,
                         policies,
+                        detail,
                     });
                 }
             }
@@ -889,12 +933,7 @@ impl Frontend<'_> {
     }
 
     /// Sends a Query that cannot parse in place of a refused Query or FunctionCall.
-    fn stand_in_query(
-        &self,
-        tracker: &mut Tracker,
-        refusal: (&'static str, String),
-        out: &mut BytesMut,
-    ) {
+    fn stand_in_query(&self, tracker: &mut Tracker, refusal: StandIn, out: &mut BytesMut) {
         let key = self.register_refusal(tracker, refusal);
         frontend::encode_query(&format!("{}{key}", self.marker), out);
         tracker.open_copy_window = None;
@@ -906,30 +945,42 @@ impl Frontend<'_> {
         &self,
         tracker: &mut Tracker,
         statement: &str,
-        refusal: (&'static str, String),
+        refusal: StandIn,
         out: &mut BytesMut,
     ) {
         let key = self.register_refusal(tracker, refusal);
         frontend::encode_parse(statement, &format!("{}{key}", self.marker), out);
     }
 
-    fn register_refusal(
-        &self,
-        tracker: &mut Tracker,
-        (code, message): (&'static str, String),
-    ) -> u64 {
+    fn register_refusal(&self, tracker: &mut Tracker, refusal: StandIn) -> u64 {
         tracker.last_refusal += 1;
         let key = tracker.last_refusal;
         tracker.refusals.insert(
             key,
             PendingRefusal {
                 epoch: tracker.cycles_sent,
-                code,
-                message,
+                refusal,
             },
         );
         key
     }
+}
+
+/// The ErrorResponse detail of a policy refusal: the deciding policies and where each is
+/// written, or that no permit applied.
+fn policy_detail(engine: &PolicyEngine, policies: &[String]) -> String {
+    if policies.is_empty() {
+        return "no permit policy applies to this request; grants are made in the [policy] files"
+            .to_owned();
+    }
+    let named: Vec<String> = policies
+        .iter()
+        .map(|id| match engine.origin_of(id) {
+            Some(origin) => format!("\"{id}\" ({origin})"),
+            None => format!("\"{id}\""),
+        })
+        .collect();
+    format!("decided by policy {}", named.join(", "))
 }
 
 /// The decoding error of a message Postern inspects and cannot read: a Query or Parse text,
@@ -1015,9 +1066,13 @@ where
                         .as_ref()
                         .and_then(|f| refusal_key(&f.message, marker))
                         .and_then(|key| tracker.refusals.remove(&key));
-                    if let Some(refusal) = refusal {
-                        Report::new(Severity::Error, refusal.code, &refusal.message)
-                            .encode(&mut out);
+                    if let Some(PendingRefusal { refusal, .. }) = refusal {
+                        let mut report =
+                            Report::new(Severity::Error, refusal.code, &refusal.message);
+                        if let Some(detail) = &refusal.detail {
+                            report = report.detail(detail);
+                        }
+                        report.encode(&mut out);
                         continue;
                     }
                     let code = fields.map(|f| f.code).unwrap_or_default();

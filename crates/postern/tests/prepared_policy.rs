@@ -50,6 +50,12 @@ async fn prepared_statements_are_decided_again_at_execution() {
             "{}",
             db.message()
         );
+        let detail = db.detail().expect("the deciding policy in the detail");
+        assert!(
+            detail.starts_with("decided by policy \"engineers-frozen\" ("),
+            "{detail}"
+        );
+        assert!(detail.contains("policy-0.cedar:1:1"), "{detail}");
     }
     // Reads still run in the same session.
     let row = client
