@@ -440,6 +440,7 @@ impl Connection {
                 may_raw: false,
             },
             base_event,
+            upstream_cancel: (target.endpoint.clone(), upstream.key),
             policy: session::SessionPolicyContext {
                 policies: shared.policies.clone(),
                 identity: identity.clone(),

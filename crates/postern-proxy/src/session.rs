@@ -51,6 +51,8 @@ pub enum SessionEnd {
     Io(std::io::Error),
     /// Postern is shutting down; the client is told so.
     Shutdown,
+    /// The identity's token expired: a session never outlives it.
+    TokenExpired,
 }
 
 impl SessionEnd {
@@ -63,6 +65,7 @@ impl SessionEnd {
             Self::UpstreamProtocol(_) => "upstream_protocol_violation",
             Self::Io(_) => "io_error",
             Self::Shutdown => "shutdown",
+            Self::TokenExpired => "token_expired",
         }
     }
 
@@ -86,6 +89,18 @@ pub struct SessionContext {
     pub base_event: Map<String, Value>,
     /// Who the session is and the policy set to decide its statements with.
     pub policy: SessionPolicyContext,
+    /// Where to cancel the upstream backend's running statement when Postern ends the session.
+    pub upstream_cancel: (
+        Arc<crate::upstream::Endpoint>,
+        postern_wire::backend::BackendKeyData,
+    ),
+}
+
+/// How long until `deadline`, zero if it has passed.
+fn time_left(deadline: std::time::SystemTime) -> std::time::Duration {
+    deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
 }
 
 /// What statement decisions need besides the statement.
@@ -308,6 +323,7 @@ where
             end = client_to_upstream => end,
             end = &mut upstream_to_client => end,
             () = shutdown.cancelled() => SessionEnd::Shutdown,
+            () = tokio::time::sleep(time_left(ctx.policy.identity.expires_at)) => SessionEnd::TokenExpired,
         };
         if matches!(end, SessionEnd::ClientProtocol(_)) {
             // What was forwarded before the violation runs to completion, as it would on the
@@ -323,6 +339,20 @@ where
         }
         end
     };
+    if matches!(end, SessionEnd::Shutdown | SessionEnd::TokenExpired) {
+        // Closing the connection alone would let a running statement, and whatever is queued
+        // behind it, run to the end: cancel it first.
+        let busy = {
+            let tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            tracker.cycles_done < tracker.cycles_sent
+        };
+        if busy {
+            let (endpoint, key) = &ctx.upstream_cancel;
+            if let Err(error) = crate::upstream::cancel(endpoint, *key).await {
+                tracing::warn!(error = %error, "could not cancel the running statement of an ending session");
+            }
+        }
+    }
     if !matches!(end, SessionEnd::UpstreamClosed) {
         // Let the database end the backend cleanly rather than log an unexpected EOF.
         let mut out = BytesMut::new();
@@ -337,6 +367,13 @@ where
         SessionEnd::Shutdown => Some((
             sqlstate::ADMIN_SHUTDOWN,
             "terminating connection because Postern is shutting down".to_owned(),
+        )),
+        SessionEnd::TokenExpired => Some((
+            sqlstate::ADMIN_SHUTDOWN,
+            format!(
+                "terminating connection because your token expired at {}: log in again for a new token",
+                humantime::format_rfc3339_seconds(ctx.policy.identity.expires_at)
+            ),
         )),
         _ => None,
     };
