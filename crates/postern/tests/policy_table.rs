@@ -401,6 +401,7 @@ both_modes!(
     a_forbidden_statement_stops_the_whole_text,
     prepare_and_execute_in_separate_messages,
     a_table_policy_sees_every_statement_naming_the_table,
+    a_search_path_does_not_move_a_name_away_from_its_policy,
 );
 
 /// Whether an error is Postern's refusal rather than the database's.
@@ -804,4 +805,98 @@ async fn a_table_policy_sees_every_statement_naming_the_table(mode: UpstreamMode
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(table_exists(&stack, "public.orders").await);
+}
+
+/// Policies on one table and on one catalog view.
+const ONE_TABLE: &str = r#"
+@id("orders-frozen")
+forbid (principal, action in [Action::"write"], resource == Table::"public.orders");
+
+@id("no-activity")
+forbid (principal, action == Action::"read", resource == Table::"pg_catalog.pg_stat_activity");
+"#;
+
+/// The client chooses its startup `search_path`; a name written without a schema is decided
+/// in every schema the server may find it in, so no path takes `orders` away from the policy
+/// on `public.orders`, nor `pg_stat_activity` from the one on the catalog's view.
+async fn a_search_path_does_not_move_a_name_away_from_its_policy(mode: UpstreamMode) {
+    let stack = stack_with(mode, &[ONE_TABLE]).await;
+    stack
+        .direct()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE SCHEMA archive; CREATE TABLE archive.orders (LIKE public.orders); \
+             GRANT USAGE ON SCHEMA archive TO writer; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON archive.orders TO writer",
+        )
+        .await
+        .unwrap();
+    let token = stack.token("orders-app@example.com", &["engineers"]);
+    let connect = |search_path: Option<&str>| {
+        let mut config = stack.client_config("writer", &token);
+        if let Some(path) = search_path {
+            config.options(format!("-c search_path={path}"));
+        }
+        async move {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client
+        }
+    };
+    let frozen = "permission denied by policy \"orders-frozen\": write on public.orders";
+    let activity =
+        "permission denied by policy \"no-activity\": read on pg_catalog.pg_stat_activity";
+    for path in [
+        None,
+        Some("public"),
+        Some("nosuch,public"),
+        Some("\"$user\",nosuch,public"),
+    ] {
+        let client = connect(path).await;
+        for sql in [
+            "DELETE FROM orders WHERE false",
+            "UPDATE orders SET amount = amount WHERE false",
+            "WITH d AS (DELETE FROM orders WHERE false RETURNING id) SELECT * FROM d",
+        ] {
+            let error = client.simple_query(sql).await.expect_err(sql);
+            assert_db_error(&error, "42501", frozen);
+            let error = client.query(sql, &[]).await.expect_err(sql);
+            assert_db_error(&error, "42501", frozen);
+        }
+        for sql in [
+            "SELECT count(*) FROM pg_stat_activity",
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity",
+        ] {
+            let error = client.simple_query(sql).await.expect_err(sql);
+            assert_db_error(&error, "42501", activity);
+        }
+        client
+            .simple_query("SELECT count(*) FROM orders")
+            .await
+            .unwrap();
+        client
+            .simple_query("DELETE FROM archive.orders WHERE false")
+            .await
+            .unwrap();
+    }
+    // With archive first, the server would find archive.orders; Postern cannot tell, and asks
+    // about both: stricter than needed, never looser.
+    let client = connect(Some("archive,public")).await;
+    let error = client
+        .simple_query("DELETE FROM orders WHERE false")
+        .await
+        .unwrap_err();
+    assert_db_error(&error, "42501", frozen);
+    // Without public in the path, `orders` can only be archive.orders.
+    let client = connect(Some("archive")).await;
+    client
+        .simple_query("DELETE FROM orders WHERE false")
+        .await
+        .unwrap();
+    let error = client
+        .simple_query("DELETE FROM public.orders WHERE false")
+        .await
+        .unwrap_err();
+    assert_db_error(&error, "42501", frozen);
 }

@@ -29,17 +29,52 @@ pub struct RequestContext {
     /// when absent). Chosen by the client: useful to tell tools apart, never as a security
     /// boundary.
     pub application_name: Option<String>,
-    /// The session's `search_path`, schema names as PostgreSQL stores them (unquoted). Table
-    /// names written without a schema take the first entry other than `$user` (Postern does
-    /// not know which schemas exist, so it cannot resolve `$user` the way the server does);
-    /// `public` when empty. This is how policies see every table schema-qualified.
+    /// The session's `search_path`, schema names as PostgreSQL stores them (unquoted). A table
+    /// name written without a schema is asked about in every entry other than `$user`, since
+    /// Postern does not know which schemas hold it (nor, so, how the server resolves `$user`):
+    /// see [`RequestContext::schemas_for_unqualified`]. `public` when empty. This is how
+    /// policies see every table schema-qualified.
     pub search_path: Vec<String>,
 }
 
 /// The schema a table written without one is given when the search path names none.
 pub const DEFAULT_SCHEMA: &str = "public";
 
+/// The schema PostgreSQL searches before the search path when the path does not list it, and
+/// where its system catalogs and views live, all named `pg_*`.
+/// <https://www.postgresql.org/docs/current/ddl-schemas.html#DDL-SCHEMAS-CATALOG>
+pub const CATALOG_SCHEMA: &str = "pg_catalog";
+
 impl RequestContext {
+    /// The schemas a table written as `name`, without a schema, may be in: `pg_catalog` for a
+    /// `pg_*` name (the server looks there first), then every schema of the search path other
+    /// than `$user` ([`DEFAULT_SCHEMA`] when it names none). Postern does not know which of
+    /// them holds the table, so a statement is asked about in each, and must be allowed in all:
+    /// a client that chooses its search path (`options=-c search_path=nosuch,public`) cannot
+    /// move a name away from the policy on the table the server will find.
+    #[must_use]
+    pub fn schemas_for_unqualified(&self, name: &str) -> Vec<&str> {
+        let mut schemas = Vec::with_capacity(self.search_path.len() + 1);
+        if name.starts_with("pg_") {
+            schemas.push(CATALOG_SCHEMA);
+        }
+        let mut path = self
+            .search_path
+            .iter()
+            .map(String::as_str)
+            .filter(|schema| !schema.is_empty() && *schema != "$user")
+            .peekable();
+        if path.peek().is_none() {
+            schemas.push(DEFAULT_SCHEMA);
+        }
+        for schema in path {
+            if !schemas.contains(&schema) {
+                schemas.push(schema);
+            }
+        }
+        schemas
+    }
+
     /// The schema of tables written without one: see [`RequestContext::search_path`].
     #[must_use]
     pub fn default_schema(&self) -> &str {
@@ -244,5 +279,37 @@ mod tests {
         assert_eq!(ctx.default_schema(), "public");
         ctx.search_path = vec!["$user".into(), "app".into(), "public".into()];
         assert_eq!(ctx.default_schema(), "app");
+    }
+
+    #[test]
+    fn unqualified_names_are_asked_about_in_every_schema_they_may_be_in() {
+        let mut ctx = RequestContext {
+            source_ip: [127, 0, 0, 1].into(),
+            now: UNIX_EPOCH,
+            target: "demo".into(),
+            role: "reader".into(),
+            application_name: None,
+            search_path: vec![],
+        };
+        assert_eq!(ctx.schemas_for_unqualified("orders"), ["public"]);
+        assert_eq!(
+            ctx.schemas_for_unqualified("pg_stat_activity"),
+            ["pg_catalog", "public"]
+        );
+        ctx.search_path = vec!["$user".into(), "public".into()];
+        assert_eq!(ctx.schemas_for_unqualified("orders"), ["public"]);
+        ctx.search_path = vec!["nosuch".into(), "$user".into(), "public".into()];
+        assert_eq!(ctx.schemas_for_unqualified("orders"), ["nosuch", "public"]);
+        ctx.search_path = vec!["public".into(), "pg_catalog".into()];
+        assert_eq!(
+            ctx.schemas_for_unqualified("pg_class"),
+            ["pg_catalog", "public"]
+        );
+        assert_eq!(
+            ctx.schemas_for_unqualified("orders"),
+            ["public", "pg_catalog"]
+        );
+        ctx.search_path = vec!["$user".into()];
+        assert_eq!(ctx.schemas_for_unqualified("orders"), ["public"]);
     }
 }

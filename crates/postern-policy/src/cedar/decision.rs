@@ -96,7 +96,7 @@ pub enum Resource {
     },
     /// `Table::"<schema>.<name>"`: for statements, one request per table they name.
     Table {
-        /// The schema, explicit or the first of the session's `search_path`.
+        /// The schema, explicit or one of those the session's `search_path` may find it in.
         schema: String,
         /// The relation's name.
         name: String,

@@ -15,9 +15,10 @@
 //!   also calls `set_config`: its kind says "session", but it reads those tables, so it is
 //!   authorised as `read` on them (the body runs later through `EXECUTE`/`FETCH`, which name
 //!   nothing).
-//! - One request per table the statement names, as `Table::"schema.name"` (the schema of an
-//!   unqualified name is the first of the session's `search_path`); a statement naming no table
-//!   is one request on `Target::"<target>"`. Every table gets the statement's action: in
+//! - One request per table the statement names, as `Table::"schema.name"` (an unqualified name
+//!   is one request in each schema it may be in: every schema of the session's `search_path`
+//!   other than `$user`, and `pg_catalog` for `pg_*` names); a statement naming no table is one
+//!   request on `Target::"<target>"`. Every table gets the statement's action: in
 //!   `INSERT INTO a SELECT ... FROM b`, `b` needs `write` too, since the facts do not say which
 //!   tables are only read. Stricter than needed, never looser.
 //! - Text that does not parse is `raw` on the target (unknown statements are denied unless
@@ -36,7 +37,7 @@ use postern_config::RoleRule;
 use postern_identity::Identity;
 use postern_sql::{Analysis, StatementFacts, StatementKind};
 
-use super::context::RequestContext;
+use super::context::{DEFAULT_SCHEMA, RequestContext};
 use super::decision::{
     Action, ApprovalRequirement, Asker, Decision, DenyReason, Resource, deny_message,
 };
@@ -471,14 +472,23 @@ pub fn statement_action(facts: &StatementFacts) -> Option<Action> {
 }
 
 /// The resources of a statement's requests: its tables, schema-qualified and without
-/// repetition, or the target when it names none.
+/// repetition (a table written without a schema once in every schema it may be in, see
+/// [`RequestContext::schemas_for_unqualified`]), or the target when it names none.
 fn statement_resources(facts: &StatementFacts, ctx: &RequestContext) -> Vec<Resource> {
-    let default_schema = ctx.default_schema();
     let mut resources: Vec<Resource> = Vec::with_capacity(facts.tables.len().max(1));
     for table in &facts.tables {
-        let resource = qualify_table(table, default_schema);
-        if !resources.contains(&resource) {
-            resources.push(resource);
+        let qualified: Vec<Resource> = if table.contains('.') {
+            vec![qualify_table(table, DEFAULT_SCHEMA)]
+        } else {
+            ctx.schemas_for_unqualified(table)
+                .into_iter()
+                .map(|schema| qualify_table(table, schema))
+                .collect()
+        };
+        for resource in qualified {
+            if !resources.contains(&resource) {
+                resources.push(resource);
+            }
         }
     }
     if resources.is_empty() {

@@ -593,6 +593,42 @@ fn unqualified_tables_take_the_search_path() {
     assert!(!decide(&engine, &bob(), &ctx, "SELECT * FROM demo.sales.orders").is_allowed());
 }
 
+/// The client chooses its search path: a schema before the one that holds the table must not
+/// move the name away from the table's policy, nor the catalog searched first.
+#[test]
+fn unqualified_tables_are_asked_about_in_every_schema_they_may_be_in() {
+    let engine = engine(
+        r#"
+@id("orders-frozen") forbid (principal, action == Action::"write", resource == Table::"public.orders");
+@id("no-activity") forbid (principal, action == Action::"read", resource == Table::"pg_catalog.pg_stat_activity");
+"#,
+    );
+    let mut ctx = ctx("writer");
+    for path in [
+        &[][..],
+        &["public"],
+        &["$user", "public"],
+        &["nosuch", "public"],
+        &["nosuch", "$user", "public"],
+    ] {
+        ctx.search_path = path.iter().map(|&s| s.to_owned()).collect();
+        let denied = decide(&engine, &bob(), &ctx, "DELETE FROM orders");
+        assert_eq!(denied.policies(), ["orders-frozen"], "{path:?}");
+        assert!(
+            message(&denied).contains("write on public.orders"),
+            "{path:?}: {denied:?}"
+        );
+        let denied = decide(&engine, &bob(), &ctx, "SELECT * FROM pg_stat_activity");
+        assert_eq!(denied.policies(), ["no-activity"], "{path:?}");
+        assert!(decide(&engine, &bob(), &ctx, "SELECT * FROM orders").is_allowed());
+        assert!(decide(&engine, &bob(), &ctx, "DELETE FROM other").is_allowed());
+    }
+    // A path without public: the table the server finds is not public.orders.
+    ctx.search_path = vec!["sales".into()];
+    assert!(decide(&engine, &bob(), &ctx, "DELETE FROM orders").is_allowed());
+    assert!(!decide(&engine, &bob(), &ctx, "DELETE FROM public.orders").is_allowed());
+}
+
 #[test]
 fn source_address_conditions() {
     let engine = closed_engine(
