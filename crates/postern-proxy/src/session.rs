@@ -394,10 +394,22 @@ struct Frontend<'a> {
     portals: HashMap<String, Arc<StatementRecord>>,
     next_id: &'a mut u64,
     view: Option<PolicyView>,
-    /// SQL-level prepared statements (`PREPARE name AS ...`) by name, with the facts of what
-    /// they prepared: an `EXECUTE name` is decided with those.
-    sql_prepared: HashMap<String, StatementFacts>,
+    /// SQL-level prepared statements (`PREPARE name AS ...`) by name, with the facts of every
+    /// statement prepared under the name in this session: an `EXECUTE name` is decided with all
+    /// of them. Postern cannot tell which one the server holds (a `PREPARE` of a name in use
+    /// fails there, a `DEALLOCATE` in an aborted transaction block does nothing), so it forgets
+    /// none: an `EXECUTE` of a name the server no longer has fails there anyway.
+    sql_prepared: HashMap<String, Vec<StatementFacts>>,
 }
+
+/// Most distinct statements one SQL-level prepared statement name is remembered with: a
+/// `PREPARE` that would add another is refused (the name's `EXECUTE` is decided with all of
+/// them, so this bounds both memory and the work of each `EXECUTE`).
+const MAX_STATEMENTS_PER_PREPARED_NAME: usize = 16;
+
+/// Most SQL-level prepared statement names a session remembers; a `PREPARE` of another is
+/// refused. The server keeps each prepared statement too, at a greater cost.
+const MAX_PREPARED_NAMES: usize = 4096;
 
 /// What to do with one client message.
 enum Action {
@@ -814,15 +826,18 @@ impl Frontend<'_> {
         let mut request = self.ctx.policy.request.clone();
         request.now = (self.ctx.policy.clock)();
         let mode = self.ctx.guard.mode;
-        // `EXECUTE name` is decided with what `PREPARE name` prepared.
+        // `EXECUTE name` is decided with what every `PREPARE name` prepared.
         let executed: Vec<StatementFacts> = analysis
             .statements
             .iter()
             .filter_map(|statement| match &statement.prepared {
-                Some(PreparedName::Execute(name)) => self.sql_prepared.get(name).cloned(),
+                Some(PreparedName::Execute(name)) => self.sql_prepared.get(name),
                 _ => None,
             })
+            .flatten()
+            .cloned()
             .collect();
+        self.check_prepared_bounds(analysis)?;
         let view = self.policy_view();
         let floor = GuardContext {
             mode,
@@ -903,18 +918,55 @@ impl Frontend<'_> {
         Ok(allowed)
     }
 
-    /// Keeps track of SQL-level prepared statements an allowed text prepares or deallocates.
+    /// Refuses a `PREPARE` that would make [`Self::sql_prepared`] outgrow its bounds.
+    fn check_prepared_bounds(&self, analysis: &Analysis) -> Result<(), Denied> {
+        let mut new_names = 0;
+        for statement in &analysis.statements {
+            let Some(PreparedName::Prepare(name)) = &statement.prepared else {
+                continue;
+            };
+            let message = match self.sql_prepared.get(name) {
+                Some(known)
+                    if known.len() >= MAX_STATEMENTS_PER_PREPARED_NAME
+                        && !known.contains(statement) =>
+                {
+                    format!(
+                        "prepared statement \"{}\" was prepared in this session with \
+                         {MAX_STATEMENTS_PER_PREPARED_NAME} other statements, and Postern decides \
+                         its EXECUTE with each of them: prepare this one under another name",
+                        echo_name(name)
+                    )
+                }
+                Some(_) => continue,
+                None if self.sql_prepared.len() + new_names < MAX_PREPARED_NAMES => {
+                    new_names += 1;
+                    continue;
+                }
+                None => format!(
+                    "this session has prepared {MAX_PREPARED_NAMES} statement names, the most \
+                     Postern remembers: reuse a name for the same statement, or open another \
+                     session"
+                ),
+            };
+            return Err(Denied {
+                reason: NAME_REUSED,
+                message,
+                policies: Vec::new(),
+                detail: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Remembers what an allowed text prepares under SQL-level names. `DEALLOCATE` forgets
+    /// nothing: see [`Self::sql_prepared`].
     fn remember_prepared(&mut self, analysis: &Analysis) {
         for statement in &analysis.statements {
-            match &statement.prepared {
-                Some(PreparedName::Prepare(name)) => {
-                    self.sql_prepared.insert(name.clone(), statement.clone());
+            if let Some(PreparedName::Prepare(name)) = &statement.prepared {
+                let known = self.sql_prepared.entry(name.clone()).or_default();
+                if !known.contains(statement) {
+                    known.push(statement.clone());
                 }
-                Some(PreparedName::Deallocate(Some(name))) => {
-                    self.sql_prepared.remove(name);
-                }
-                Some(PreparedName::Deallocate(None)) => self.sql_prepared.clear(),
-                Some(PreparedName::Execute(_)) | None => {}
             }
         }
     }

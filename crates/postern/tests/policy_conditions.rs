@@ -321,3 +321,124 @@ async fn application_name() {
         .unwrap();
     assert_refused(&client, "writes-from-the-orders-app", subject, "after SET").await;
 }
+
+/// A name prepared for a write during office hours keeps meaning that write after them, however
+/// the client tries to give the name another statement in Postern's eyes while the server keeps
+/// the first: preparing it again (the server refuses the duplicate), or deallocating it where the
+/// server does not run the `DEALLOCATE` (an aborted transaction block, or after an error in the
+/// same text).
+#[tokio::test]
+async fn a_prepared_name_cannot_be_relabelled_to_escape_office_hours() {
+    let clock = TestClock::new(at(TUESDAY, 16, 0, 0));
+    let stack = stack(&clock).await;
+    let subject = "hugo@example.com";
+    let client = writer(
+        &stack,
+        &token(&stack, subject, "office-hours-writers", None),
+    )
+    .await;
+    for name in ["again", "dropped", "skipped"] {
+        client
+            .simple_query(&format!(
+                "PREPARE {name} AS DELETE FROM orders WHERE id = -1"
+            ))
+            .await
+            .unwrap();
+    }
+
+    // Still 16:00: each attempt to relabel, each failing in the database.
+    let error = client
+        .simple_query("PREPARE again AS SELECT 1")
+        .await
+        .unwrap_err();
+    assert_db_error(
+        &error,
+        "42P05",
+        "prepared statement \"again\" already exists",
+    );
+    client.batch_execute("BEGIN").await.unwrap();
+    client.simple_query("SELECT 1 / 0").await.unwrap_err();
+    let error = client.simple_query("DEALLOCATE dropped").await.unwrap_err();
+    assert_db_error(&error, "25P02", "current transaction is aborted");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let error = client
+        .simple_query("SELECT 1 / 0; DEALLOCATE skipped; PREPARE skipped AS SELECT 1")
+        .await
+        .unwrap_err();
+    assert_db_error(&error, "22012", "division by zero");
+    // A name prepared again after a DEALLOCATE that ran is decided with both statements:
+    // stricter than needed, never looser.
+    client
+        .simple_query("PREPARE reused AS DELETE FROM orders WHERE id = -1; DEALLOCATE reused")
+        .await
+        .unwrap();
+    client
+        .simple_query("PREPARE reused AS SELECT 1")
+        .await
+        .unwrap();
+    client.simple_query("EXECUTE reused").await.unwrap();
+
+    clock.set(at(TUESDAY, 18, 0, 0));
+    let needle = format!(
+        "permission denied by policy \"writes-in-office-hours\": write on public.orders is not \
+         allowed for {subject} as writer"
+    );
+    for name in ["again", "dropped", "skipped", "reused"] {
+        let error = client
+            .simple_query(&format!("EXECUTE {name}"))
+            .await
+            .expect_err(name);
+        assert_db_error(&error, "42501", &needle);
+    }
+    // Reads still run, and the same name keeps one statement as often as it is prepared.
+    client.simple_query("PREPARE r AS SELECT 1").await.unwrap();
+    client.simple_query("DEALLOCATE r").await.unwrap();
+    client.simple_query("PREPARE r AS SELECT 1").await.unwrap();
+    client.simple_query("EXECUTE r").await.unwrap();
+}
+
+/// A session remembers a bounded number of statements per SQL-level prepared name (statements
+/// that differ in constants only are one).
+#[tokio::test]
+async fn a_prepared_name_is_remembered_with_boundedly_many_statements() {
+    let clock = TestClock::new(at(TUESDAY, 10, 0, 0));
+    let stack = stack(&clock).await;
+    let client = writer(&stack, &stack.token("ida@example.com", &["engineers"])).await;
+    for n in 0..100 {
+        client
+            .simple_query(&format!("PREPARE c AS SELECT {n}; DEALLOCATE c"))
+            .await
+            .unwrap();
+    }
+    // Sixteen statements on tables that do not exist: the database refuses each.
+    for n in 0..16 {
+        let error = client
+            .simple_query(&format!("PREPARE p AS SELECT * FROM t{n}"))
+            .await
+            .unwrap_err();
+        assert_db_error(
+            &error,
+            "42P01",
+            &format!("relation \"t{n}\" does not exist"),
+        );
+    }
+    let error = client
+        .simple_query("PREPARE p AS SELECT * FROM t16")
+        .await
+        .unwrap_err();
+    assert_db_error(
+        &error,
+        "42501",
+        "prepared statement \"p\" was prepared in this session",
+    );
+    // The same statements again, and other names, still reach the database.
+    let error = client
+        .simple_query("PREPARE p AS SELECT * FROM t3")
+        .await
+        .unwrap_err();
+    assert_db_error(&error, "42P01", "relation \"t3\" does not exist");
+    client
+        .simple_query("PREPARE q AS SELECT 16; EXECUTE q")
+        .await
+        .unwrap();
+}
