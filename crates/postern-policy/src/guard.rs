@@ -44,6 +44,8 @@ pub enum RefusalReason {
     DynamicSetConfig,
     /// `standard_conforming_strings` turned off.
     StandardConformingStrings,
+    /// `search_path` set to a value computed at run time.
+    DynamicSearchPath,
     /// `INSERT`/`UPDATE`/`DELETE` on `pg_settings`.
     PgSettingsWrite,
     /// A client encoding that is not ASCII-safe.
@@ -84,6 +86,7 @@ impl RefusalReason {
             Self::PosternSetting => "postern_setting",
             Self::DynamicSetConfig => "dynamic_set_config",
             Self::StandardConformingStrings => "standard_conforming_strings",
+            Self::DynamicSearchPath => "dynamic_search_path",
             Self::PgSettingsWrite => "pg_settings_write",
             Self::ClientEncoding => "client_encoding",
             Self::DoBlock => "do_block",
@@ -236,6 +239,12 @@ fn check_hazard(hazard: &Hazard, ctx: &GuardContext) -> Result<(), Refusal> {
             )
         }
         Hazard::ClientEncoding { .. } => return Ok(()),
+        Hazard::SearchPath { schemas: Some(_) } => return Ok(()),
+        Hazard::SearchPath { schemas: None } => Refusal::new(
+            RefusalReason::DynamicSearchPath,
+            "setting search_path to a value computed at run time is not allowed through Postern: \
+             policy decides tables by schema, so write the new path as a constant",
+        ),
         Hazard::DoBlock if !ctx.may_raw => Refusal::new(
             RefusalReason::DoBlock,
             "DO blocks are not allowed through Postern without the raw permission: their code \

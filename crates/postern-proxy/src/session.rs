@@ -24,7 +24,7 @@ use postern_policy::cedar::{
     Action as PolicyAction, Decision, PolicyEngine, RequestContext, Resource, SessionPolicy,
 };
 use postern_policy::guard::{self, GuardContext, Refusal};
-use postern_sql::{Analysis, Classifier, PreparedName, StatementFacts, redact};
+use postern_sql::{Analysis, Classifier, Hazard, PreparedName, StatementFacts, redact};
 use postern_wire::backend::{self, Report, Severity};
 use postern_wire::frame::Side;
 use postern_wire::{Frame, FrameDecoder, WireError, frontend, limits, sqlstate};
@@ -308,6 +308,7 @@ where
             next_id: statements,
             view: None,
             sql_prepared: HashMap::new(),
+            search_path: ctx.policy.request.search_path.clone(),
         };
         let client_to_upstream = frontend.run(&mut client_read, client_buffer, &mut upstream_write);
         let upstream_to_client = backend_loop(
@@ -400,6 +401,11 @@ struct Frontend<'a> {
     /// fails there, a `DEALLOCATE` in an aborted transaction block does nothing), so it forgets
     /// none: an `EXECUTE` of a name the server no longer has fails there anyway.
     sql_prepared: HashMap<String, Vec<StatementFacts>>,
+    /// Every schema any `search_path` of this session has named, starting with the startup
+    /// path: a table written without a schema is asked about in each (a path set inside a
+    /// transaction that rolls back, or in a statement that fails, may or may not be in force,
+    /// so the union is what surely covers the server's choice).
+    search_path: Vec<String>,
 }
 
 /// Most distinct statements one SQL-level prepared statement name is remembered with: a
@@ -823,8 +829,10 @@ impl Frontend<'_> {
     /// on the target, asked at the moment the guard would refuse, so that conditions on time or
     /// address hold for those grants too.
     fn check(&mut self, analysis: &Analysis) -> Result<Vec<String>, Denied> {
+        self.follow_search_path(analysis);
         let mut request = self.ctx.policy.request.clone();
         request.now = (self.ctx.policy.clock)();
+        request.search_path.clone_from(&self.search_path);
         let mode = self.ctx.guard.mode;
         // `EXECUTE name` is decided with what every `PREPARE name` prepared.
         let executed: Vec<StatementFacts> = analysis
@@ -960,6 +968,29 @@ impl Frontend<'_> {
 
     /// Remembers what an allowed text prepares under SQL-level names. `DEALLOCATE` forgets
     /// nothing: see [`Self::sql_prepared`].
+    /// Adds the schemas a text sets `search_path` to (before it is decided: a later statement of
+    /// the same text already resolves names with them). A computed path is the guard's to refuse.
+    fn follow_search_path(&mut self, analysis: &Analysis) {
+        for hazard in analysis.hazards() {
+            let Hazard::SearchPath {
+                schemas: Some(schemas),
+            } = hazard
+            else {
+                continue;
+            };
+            if self.search_path.is_empty() && !schemas.is_empty() {
+                // The path in force so far was the server's default, which policy reads as public.
+                self.search_path
+                    .push(postern_policy::cedar::DEFAULT_SCHEMA.to_owned());
+            }
+            for schema in schemas {
+                if schema != "$user" && !self.search_path.contains(schema) {
+                    self.search_path.push(schema.clone());
+                }
+            }
+        }
+    }
+
     fn remember_prepared(&mut self, analysis: &Analysis) {
         for statement in &analysis.statements {
             if let Some(PreparedName::Prepare(name)) = &statement.prepared {

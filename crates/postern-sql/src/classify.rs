@@ -505,6 +505,10 @@ impl Collector {
                     self.hazard(Hazard::ClientEncoding { name });
                 }
             }
+            Some("search_path") => {
+                let schemas = string_constant(value).map(|v| split_search_path(&v));
+                self.hazard(Hazard::SearchPath { schemas });
+            }
             _ => {}
         }
         self.hazard(Hazard::SetConfig { setting });
@@ -533,6 +537,19 @@ impl Collector {
                     self.hazard(Hazard::StandardConformingStringsOff);
                 }
             }
+            "search_path" => {
+                let schemas = match kind {
+                    VariableSetKind::VarSetValue => set
+                        .args
+                        .iter()
+                        .map(|arg| constant_text(arg.node.as_ref()))
+                        .collect::<Option<Vec<String>>>(),
+                    // Back to the login's value, which the session started with.
+                    VariableSetKind::VarSetDefault | VariableSetKind::VarReset => Some(Vec::new()),
+                    _ => None,
+                };
+                self.hazard(Hazard::SearchPath { schemas });
+            }
             "client_encoding" if kind == VariableSetKind::VarSetValue => {
                 let name = match &set.args[..] {
                     [value] => constant_text(value.node.as_ref()).unwrap_or_default(),
@@ -545,6 +562,23 @@ impl Collector {
             _ => {}
         }
     }
+}
+
+/// The schemas of a `search_path` value given as one string, as the server splits it
+/// (`SplitIdentifierString`): comma-separated, double-quoted names kept as written, others folded
+/// to lower case.
+fn split_search_path(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(
+            |name| match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => name.to_lowercase(),
+            },
+        )
+        .collect()
 }
 
 /// The kind a node adds when it runs, for statement nodes.

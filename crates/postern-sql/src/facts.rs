@@ -153,6 +153,13 @@ pub enum Hazard {
     /// `standard_conforming_strings` set to anything but on, by `SET` or `set_config`. With it
     /// off the server reads backslashes in string literals differently from Postern's parser.
     StandardConformingStringsOff,
+    /// `search_path` changed, by `SET`/`RESET` or `set_config`: the schemas it may now hold
+    /// (names as the server folds them), or `None` when the value is computed at run time.
+    /// `RESET` and `SET ... TO DEFAULT` give no new schemas: they return to the login's value.
+    SearchPath {
+        /// The new path's schemas, when Postern can read them.
+        schemas: Option<Vec<String>>,
+    },
     /// `INSERT`/`UPDATE`/`DELETE`/`MERGE` on `pg_settings`, which changes settings (including
     /// the role) through the view's rules without naming them in the statement.
     PgSettingsWrite,

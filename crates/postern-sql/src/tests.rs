@@ -713,7 +713,38 @@ fn hazards_in_every_spelling_and_position() {
         // Nothing to see.
         ("SELECT current_setting('role')", vec![]),
         ("SHOW role", vec![]),
-        ("SET search_path = public, pg_catalog", vec![]),
+        (
+            "SET search_path = public, pg_catalog",
+            vec![Hazard::SearchPath {
+                schemas: Some(vec!["public".into(), "pg_catalog".into()]),
+            }],
+        ),
+        (
+            "RESET search_path",
+            vec![Hazard::SearchPath {
+                schemas: Some(vec![]),
+            }],
+        ),
+        (
+            "SELECT set_config('search_path', 'Archive, \"Mixed\"', false)",
+            vec![
+                Hazard::SearchPath {
+                    schemas: Some(vec!["archive".into(), "Mixed".into()]),
+                },
+                Hazard::SetConfig {
+                    setting: Some("search_path".into()),
+                },
+            ],
+        ),
+        (
+            "SELECT set_config('search_path', current_user, false)",
+            vec![
+                Hazard::SearchPath { schemas: None },
+                Hazard::SetConfig {
+                    setting: Some("search_path".into()),
+                },
+            ],
+        ),
         ("SET application_name = 'x'", vec![]),
     ];
     let failures: Vec<String> = cases
