@@ -62,16 +62,30 @@ pub fn connection(base: &Map<String, Value>, refused: Option<(&str, &str)>) -> M
     event
 }
 
-/// What Postern knows about a statement when it decides on it.
+/// What Postern knows about a statement when it decides on it: its classification, kept to
+/// decide again at each execution of a prepared statement and to describe it in events.
 pub struct StatementRecord {
-    /// The text with literals that could be secrets replaced.
-    pub sql: String,
-    pub fingerprint: Option<String>,
-    pub kind: &'static str,
-    /// Every table the text names, as written.
-    pub tables: Vec<String>,
-    /// The classification, to decide again at each execution of a prepared statement.
     pub analysis: std::sync::Arc<postern_sql::Analysis>,
+}
+
+impl StatementRecord {
+    /// The text with literals that could be secrets replaced.
+    pub fn sql(&self) -> &str {
+        &self.analysis.redacted
+    }
+
+    /// Every table the text names, as written, each once.
+    fn tables(&self) -> Vec<&str> {
+        let mut tables: Vec<&str> = self
+            .analysis
+            .statements
+            .iter()
+            .flat_map(|s| s.tables.iter().map(String::as_str))
+            .collect();
+        tables.sort_unstable();
+        tables.dedup();
+        tables
+    }
 }
 
 /// A statement about to be forwarded, or refused.
@@ -81,18 +95,23 @@ pub fn statement(
     protocol: &str,
     record: &StatementRecord,
     refused: Option<(&str, &str)>,
+    policies: &[String],
 ) -> Map<String, Value> {
     let mut event = base.clone();
     event.insert("kind".into(), json!("statement"));
     event.insert("statement_id".into(), json!(id));
     event.insert("protocol".into(), json!(protocol));
-    event.insert("sql".into(), json!(record.sql));
-    if let Some(fingerprint) = &record.fingerprint {
+    event.insert("sql".into(), json!(record.sql()));
+    if let Some(fingerprint) = &record.analysis.fingerprint {
         event.insert("fingerprint".into(), json!(fingerprint));
     }
-    event.insert("statement_kind".into(), json!(record.kind));
-    if !record.tables.is_empty() {
-        event.insert("tables".into(), json!(record.tables));
+    event.insert(
+        "statement_kind".into(),
+        json!(record.analysis.kind().as_str()),
+    );
+    let tables = record.tables();
+    if !tables.is_empty() {
+        event.insert("tables".into(), json!(tables));
     }
     match refused {
         None => {
@@ -104,14 +123,11 @@ pub fn statement(
             event.insert("message".into(), json!(message));
         }
     }
-    event
-}
-
-/// Adds the `@id`s of the policies that decided a statement.
-pub fn add_policies(event: &mut Map<String, Value>, policies: &[String]) {
+    // The `@id`s of the policies that decided it.
     if !policies.is_empty() {
         event.insert("policies".into(), json!(policies));
     }
+    event
 }
 
 /// How a forwarded statement ended.

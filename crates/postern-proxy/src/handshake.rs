@@ -10,7 +10,6 @@ use bytes::BytesMut;
 use postern_config::UpstreamMode;
 use postern_identity::Identity;
 use postern_policy::cedar::{Decision, RequestContext};
-use postern_policy::guard::GuardContext;
 use postern_policy::startup::check_startup_parameters;
 use postern_wire::backend::{self, Report, Severity, TransactionStatus};
 use postern_wire::frame::Side;
@@ -108,16 +107,6 @@ impl Connection {
         };
         let session_id = random_hex(8);
         self.base_event = events::connection_base(&session_id, self.peer, self.tls);
-        if startup.major != startup::PROTOCOL_MAJOR {
-            return Err(Refused::new(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "unsupported_protocol",
-                format!(
-                    "unsupported frontend protocol {}.{}: Postern supports protocol 3.0",
-                    startup.major, startup.minor
-                ),
-            ));
-        }
         let check = check_startup_parameters(&startup.parameters).map_err(|r| {
             Refused::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -434,11 +423,7 @@ impl Connection {
         let context = SessionContext {
             classifier: shared.classifier.clone(),
             audit: shared.audit.clone(),
-            guard: GuardContext {
-                mode: target.config.mode,
-                may_dcl: false,
-                may_raw: false,
-            },
+            mode: target.config.mode,
             base_event,
             upstream_cancel: (target.endpoint.clone(), upstream.key),
             policy: session::SessionPolicyContext {

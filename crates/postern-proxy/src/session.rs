@@ -24,7 +24,7 @@ use postern_policy::cedar::{
     Action as PolicyAction, Decision, PolicyEngine, RequestContext, Resource, SessionPolicy,
 };
 use postern_policy::guard::{self, GuardContext, Refusal};
-use postern_sql::{Analysis, Classifier, Hazard, PreparedName, StatementFacts, redact};
+use postern_sql::{Analysis, Classifier, Hazard, PreparedName, StatementFacts};
 use postern_wire::backend::{self, Report, Severity};
 use postern_wire::frame::Side;
 use postern_wire::{Frame, FrameDecoder, WireError, frontend, limits, sqlstate};
@@ -83,8 +83,8 @@ impl SessionEnd {
 pub struct SessionContext {
     pub classifier: Arc<Classifier>,
     pub audit: AuditLog,
-    /// The upstream mode; `may_dcl` and `may_raw` come from policy, statement by statement.
-    pub guard: GuardContext,
+    /// How the upstream session took on its role: the escape guard refuses more in `set_role`.
+    pub mode: postern_config::UpstreamMode,
     /// The fields every event of this session carries.
     pub base_event: Map<String, Value>,
     /// Who the session is and the policy set to decide its statements with.
@@ -308,7 +308,7 @@ where
             next_id: statements,
             view: None,
             sql_prepared: HashMap::new(),
-            search_path: ctx.policy.request.search_path.clone(),
+            request: ctx.policy.request.clone(),
         };
         let client_to_upstream = frontend.run(&mut client_read, client_buffer, &mut upstream_write);
         let upstream_to_client = backend_loop(
@@ -401,11 +401,12 @@ struct Frontend<'a> {
     /// fails there, a `DEALLOCATE` in an aborted transaction block does nothing), so it forgets
     /// none: an `EXECUTE` of a name the server no longer has fails there anyway.
     sql_prepared: HashMap<String, Vec<StatementFacts>>,
-    /// Every schema any `search_path` of this session has named, starting with the startup
-    /// path: a table written without a schema is asked about in each (a path set inside a
-    /// transaction that rolls back, or in a statement that fails, may or may not be in force,
-    /// so the union is what surely covers the server's choice).
-    search_path: Vec<String>,
+    /// The request as policy sees it, kept for the session so a statement only refreshes
+    /// `now`. Its `search_path` is every schema any path of this session has named, starting
+    /// with the startup path: a table written without a schema is asked about in each (a path
+    /// set inside a transaction that rolls back, or in a statement that fails, may or may not be
+    /// in force, so the union is what surely covers the server's choice).
+    request: RequestContext,
 }
 
 /// Most distinct statements one SQL-level prepared statement name is remembered with: a
@@ -606,17 +607,21 @@ impl Frontend<'_> {
                     return Action::RefuseQuery(unreadable_refusal().message, None);
                 };
                 let analysis = self.ctx.classifier.analyze(&sql);
-                let record = record_of(&sql, &analysis);
+                let record = record_of(&analysis);
                 let verdict = self.check(&analysis);
                 let id = self.next_statement_id();
                 match verdict {
                     Ok(policies) => {
                         self.forget_changed_names(&analysis);
                         self.remember_prepared(&analysis);
-                        let mut event =
-                            events::statement(&self.ctx.base_event, id, "simple", &record, None);
-                        events::add_policies(&mut event, &policies);
-                        audit_events.push(event);
+                        audit_events.push(events::statement(
+                            &self.ctx.base_event,
+                            id,
+                            "simple",
+                            &record,
+                            None,
+                            &policies,
+                        ));
                         Action::AuditThenForward {
                             frame,
                             event: audit_events.len() - 1,
@@ -625,15 +630,14 @@ impl Frontend<'_> {
                         }
                     }
                     Err(denied) => {
-                        let mut event = events::statement(
+                        audit_events.push(events::statement(
                             &self.ctx.base_event,
                             id,
                             "simple",
                             &record,
                             Some((denied.reason, denied.message.as_str())),
-                        );
-                        events::add_policies(&mut event, &denied.policies);
-                        audit_events.push(event);
+                            &denied.policies,
+                        ));
                         Action::RefuseQuery(denied.message, denied.detail)
                     }
                 }
@@ -650,7 +654,7 @@ impl Frontend<'_> {
                 };
                 let statement = parse.statement.to_owned();
                 let analysis = self.ctx.classifier.analyze(&parse.sql);
-                let record = Arc::new(record_of(&parse.sql, &analysis));
+                let record = Arc::new(record_of(&analysis));
                 let verdict = self.check(&analysis).map(|_| ()).map_err(|denied| {
                     (
                         denied.reason,
@@ -666,7 +670,7 @@ impl Frontend<'_> {
                         // refuses that if the first Parse succeeded, and then runs the first
                         // text under this name; Postern cannot tell from here, so refuses too,
                         // and what runs under the name stays what it records.
-                        Some(known) if !statement.is_empty() && known.sql != record.sql => Err((
+                        Some(known) if !statement.is_empty() && known.sql() != record.sql() => Err((
                             NAME_REUSED,
                             sqlstate::DUPLICATE_PREPARED_STATEMENT,
                             format!(
@@ -693,15 +697,14 @@ impl Frontend<'_> {
                             self.statements.remove(&statement);
                         }
                         let id = self.next_statement_id();
-                        let mut event = events::statement(
+                        audit_events.push(events::statement(
                             &self.ctx.base_event,
                             id,
                             "extended",
                             &record,
                             Some((reason, message.as_str())),
-                        );
-                        events::add_policies(&mut event, &policies);
-                        audit_events.push(event);
+                            &policies,
+                        ));
                         Action::RefuseExtended {
                             statement,
                             code,
@@ -729,7 +732,7 @@ impl Frontend<'_> {
                 match self.portals.get(portal) {
                     // As for statements: the server refuses a named portal that still exists
                     // (within a transaction block) and would run the first one under this name.
-                    Some(known) if !portal.is_empty() && known.sql != record.sql => {
+                    Some(known) if !portal.is_empty() && known.sql() != record.sql() => {
                         let message = format!(
                             "portal \"{}\" was already bound in this session to another \
                              statement: close it before binding it again",
@@ -742,6 +745,7 @@ impl Frontend<'_> {
                             "extended",
                             &record,
                             Some((NAME_REUSED, message.as_str())),
+                            &[],
                         ));
                         Action::RefuseExtended {
                             statement: self.stand_in_name(),
@@ -789,10 +793,14 @@ impl Frontend<'_> {
                 match self.check(&record.analysis) {
                     Ok(policies) => {
                         self.remember_prepared(&record.analysis);
-                        let mut event =
-                            events::statement(&self.ctx.base_event, id, "extended", &record, None);
-                        events::add_policies(&mut event, &policies);
-                        audit_events.push(event);
+                        audit_events.push(events::statement(
+                            &self.ctx.base_event,
+                            id,
+                            "extended",
+                            &record,
+                            None,
+                            &policies,
+                        ));
                         Action::AuditThenForward {
                             frame,
                             event: audit_events.len() - 1,
@@ -801,15 +809,14 @@ impl Frontend<'_> {
                         }
                     }
                     Err(denied) => {
-                        let mut event = events::statement(
+                        audit_events.push(events::statement(
                             &self.ctx.base_event,
                             id,
                             "extended",
                             &record,
                             Some((denied.reason, denied.message.as_str())),
-                        );
-                        events::add_policies(&mut event, &denied.policies);
-                        audit_events.push(event);
+                            &denied.policies,
+                        ));
                         Action::RefuseExtended {
                             statement: self.stand_in_name(),
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -830,10 +837,8 @@ impl Frontend<'_> {
     /// address hold for those grants too.
     fn check(&mut self, analysis: &Analysis) -> Result<Vec<String>, Denied> {
         self.follow_search_path(analysis);
-        let mut request = self.ctx.policy.request.clone();
-        request.now = (self.ctx.policy.clock)();
-        request.search_path.clone_from(&self.search_path);
-        let mode = self.ctx.guard.mode;
+        self.request.now = (self.ctx.policy.clock)();
+        let mode = self.ctx.mode;
         // `EXECUTE name` is decided with what every `PREPARE name` prepared.
         let executed: Vec<StatementFacts> = analysis
             .statements
@@ -846,7 +851,8 @@ impl Frontend<'_> {
             .cloned()
             .collect();
         self.check_prepared_bounds(analysis)?;
-        let view = self.policy_view();
+        let view = policy_view(&mut self.view, self.ctx);
+        let request = &self.request;
         let floor = GuardContext {
             mode,
             may_dcl: false,
@@ -858,7 +864,7 @@ impl Frontend<'_> {
             };
             let grants = |action| {
                 view.session
-                    .decide(&view.engine, &request, action, target())
+                    .decide(&view.engine, request, action, target())
                     .is_allowed()
             };
             let lifted = GuardContext {
@@ -883,7 +889,7 @@ impl Frontend<'_> {
         }
         let mut allowed = match view
             .session
-            .decide_analysis(&view.engine, &request, analysis)
+            .decide_analysis(&view.engine, request, analysis)
         {
             Decision::Allow { policies, .. } => policies,
             Decision::Deny {
@@ -904,7 +910,7 @@ impl Frontend<'_> {
         for prepared in &executed {
             match view
                 .session
-                .decide_statement(&view.engine, &request, prepared)
+                .decide_statement(&view.engine, request, prepared)
             {
                 Decision::Allow { policies, .. } => allowed.extend(policies),
                 Decision::Deny {
@@ -978,14 +984,15 @@ impl Frontend<'_> {
             else {
                 continue;
             };
-            if self.search_path.is_empty() && !schemas.is_empty() {
+            if self.request.search_path.is_empty() && !schemas.is_empty() {
                 // The path in force so far was the server's default, which policy reads as public.
-                self.search_path
+                self.request
+                    .search_path
                     .push(postern_policy::cedar::DEFAULT_SCHEMA.to_owned());
             }
             for schema in schemas {
-                if schema != "$user" && !self.search_path.contains(schema) {
-                    self.search_path.push(schema.clone());
+                if schema != "$user" && !self.request.search_path.contains(schema) {
+                    self.request.search_path.push(schema.clone());
                 }
             }
         }
@@ -1002,26 +1009,6 @@ impl Frontend<'_> {
         }
     }
 
-    /// The policy view for the set in force, rebuilt after a reload.
-    fn policy_view(&mut self) -> &PolicyView {
-        let current = self.ctx.policy.policies.current();
-        let stale = self
-            .view
-            .as_ref()
-            .is_none_or(|view| !Arc::ptr_eq(&view.engine, &current));
-        if stale {
-            let session = current.session(&self.ctx.policy.identity);
-            self.view = Some(PolicyView {
-                engine: current,
-                session,
-            });
-        }
-        match &self.view {
-            Some(view) => view,
-            None => unreachable!("the view was set above"),
-        }
-    }
-
     /// A statement name for stand-in Parses that refuse something other than a Parse: no client
     /// statement has it, and the failing Parse creates or drops nothing.
     fn stand_in_name(&self) -> String {
@@ -1030,7 +1017,7 @@ impl Frontend<'_> {
 
     /// The record of SQL equivalent to a protocol message whose own text Postern did not see.
     fn described(&self, sql: &str) -> Arc<StatementRecord> {
-        Arc::new(record_of(sql, &self.ctx.classifier.analyze(sql)))
+        Arc::new(record_of(&self.ctx.classifier.analyze(sql)))
     }
 
     /// Forgets portals after an allowed `DECLARE` or `CLOSE`, which make and remove them (the
@@ -1086,6 +1073,20 @@ impl Frontend<'_> {
     }
 }
 
+/// The policy view for the set in force, rebuilt after a reload. Takes the session's slot rather
+/// than the whole frontend, so the caller can still read its other fields.
+fn policy_view<'v>(slot: &'v mut Option<PolicyView>, ctx: &SessionContext) -> &'v PolicyView {
+    let current = ctx.policy.policies.current();
+    let view = match slot.take() {
+        Some(view) if Arc::ptr_eq(&view.engine, &current) => view,
+        _ => PolicyView {
+            session: current.session(&ctx.policy.identity),
+            engine: current,
+        },
+    };
+    slot.insert(view)
+}
+
 /// The ErrorResponse detail of a policy refusal: the deciding policies and where each is
 /// written, or that no permit applied.
 fn policy_detail(engine: &PolicyEngine, policies: &[String]) -> String {
@@ -1138,19 +1139,8 @@ fn unreadable_refusal() -> Refusal {
     }
 }
 
-fn record_of(sql: &str, analysis: &Arc<Analysis>) -> StatementRecord {
-    let mut tables: Vec<String> = analysis
-        .statements
-        .iter()
-        .flat_map(|s| s.tables.iter().cloned())
-        .collect();
-    tables.sort();
-    tables.dedup();
+fn record_of(analysis: &Arc<Analysis>) -> StatementRecord {
     StatementRecord {
-        sql: redact(sql),
-        fingerprint: analysis.fingerprint.clone(),
-        kind: analysis.kind().as_str(),
-        tables,
         analysis: Arc::clone(analysis),
     }
 }

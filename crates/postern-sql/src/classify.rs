@@ -44,6 +44,7 @@ pub(crate) fn analyze_text(sql: &str) -> Analysis {
                 statements: Vec::new(),
                 parse_error: Some(parse_error_message(error)),
                 fingerprint: None,
+                redacted: String::new(),
             };
         }
     };
@@ -58,6 +59,7 @@ pub(crate) fn analyze_text(sql: &str) -> Analysis {
         statements,
         parse_error: None,
         fingerprint: pg_query::fingerprint(sql).ok().map(|f| f.hex),
+        redacted: String::new(),
     }
 }
 

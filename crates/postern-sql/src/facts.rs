@@ -16,6 +16,9 @@ pub struct Analysis {
     /// pg_query's fingerprint (hex) of the whole text: the same for texts that differ only in
     /// constants and formatting. For grouping in audit and metrics, never for caching decisions.
     pub fingerprint: Option<String>,
+    /// The text with literals that could be secrets replaced (see [`crate::redact`]), for the
+    /// audit log: made once per distinct text, with the analysis, rather than per statement.
+    pub redacted: String,
 }
 
 impl Analysis {

@@ -50,9 +50,21 @@ const MAX_NESTING_ESTIMATE: usize = 4096;
 /// levels (`SubLink`, `SelectStmt`, `ResTarget`, ...).
 const NESTING_PER_PAREN: usize = 4;
 
-/// Parses and classifies `sql` within the limits above. Never panics and never overflows the
-/// caller's stack. CPU-bound: about a millisecond per few kilobytes of text.
+/// Parses and classifies `sql` within the limits above, and redacts it for the audit log. Never
+/// panics and never overflows the caller's stack. CPU-bound: about a millisecond per few
+/// kilobytes of text.
 pub(crate) fn analyze_uncached(sql: &str) -> Analysis {
+    let mut analysis = analyze_bounded(sql);
+    // A text too long to analyse is not scanned for redaction either.
+    analysis.redacted = if sql.len() > MAX_ANALYZED_SQL_LEN {
+        crate::REDACTED_PLACEHOLDER.to_owned()
+    } else {
+        crate::redact(sql)
+    };
+    analysis
+}
+
+fn analyze_bounded(sql: &str) -> Analysis {
     if sql.len() > MAX_ANALYZED_SQL_LEN {
         return failed(format!(
             "the text is {} bytes long, more than the {MAX_ANALYZED_SQL_LEN} bytes Postern analyses",
@@ -87,6 +99,7 @@ fn failed(message: String) -> Analysis {
         statements: Vec::new(),
         parse_error: Some(message),
         fingerprint: None,
+        redacted: String::new(),
     }
 }
 
