@@ -25,7 +25,7 @@ use postern_policy::cedar::{
 };
 use postern_policy::guard::{self, GuardContext, Refusal};
 use postern_sql::{Analysis, Classifier, Hazard, PreparedName, StatementFacts};
-use postern_wire::backend::{self, Report, Severity};
+use postern_wire::backend::{self, Report, Severity, TransactionStatus};
 use postern_wire::frame::Side;
 use postern_wire::{Frame, FrameDecoder, WireError, frontend, limits, sqlstate};
 use serde_json::{Map, Value};
@@ -34,6 +34,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::events::{self, Outcome, StatementRecord};
 use crate::upstream::quote_ident;
 use crate::{Clock, Policies};
+use names::{Names, Namespace};
+
+mod names;
 
 /// Why a session ended, for the log and the audit trail.
 #[derive(Debug)]
@@ -184,6 +187,8 @@ struct Tracker {
     open_copy_window: Option<CopyWindow>,
     /// Windows ended by CopyDone or CopyFail, kept until their Syncs are accounted for.
     copy_windows: Vec<CopyWindow>,
+    /// What each statement and portal name may hold, settled by the server's replies.
+    names: Names,
 }
 
 /// The Syncs a client sent after a statement, up to its CopyDone or CopyFail. In COPY IN mode
@@ -303,8 +308,7 @@ where
             ctx,
             marker: &marker,
             tracker: &tracker,
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            cycle: 0,
             next_id: statements,
             view: None,
             sql_prepared: HashMap::new(),
@@ -391,8 +395,9 @@ struct Frontend<'a> {
     ctx: &'a SessionContext,
     marker: &'a str,
     tracker: &'a Mutex<Tracker>,
-    statements: HashMap<String, Arc<StatementRecord>>,
-    portals: HashMap<String, Arc<StatementRecord>>,
+    /// The message cycle of the message being decided: the number of Syncs, Queries and
+    /// FunctionCalls before it (what `Tracker::cycles_sent` will be when it is forwarded).
+    cycle: u64,
     next_id: &'a mut u64,
     view: Option<PolicyView>,
     /// SQL-level prepared statements (`PREPARE name AS ...`) by name, with the facts of every
@@ -440,7 +445,7 @@ enum Action {
     },
 }
 
-impl Frontend<'_> {
+impl<'a> Frontend<'a> {
     async fn run<R, W>(
         mut self,
         client: &mut R,
@@ -502,12 +507,21 @@ impl Frontend<'_> {
     async fn process(&mut self, frames: Vec<Frame>) -> BytesMut {
         let mut actions = Vec::with_capacity(frames.len());
         let mut audit_events = Vec::new();
+        // Only this loop sends, so the count cannot move while the batch is decided.
+        self.cycle = self.tracker().cycles_sent;
         for frame in frames {
-            if frame.tag() == frontend::TERMINATE {
+            let tag = frame.tag();
+            if tag == frontend::TERMINATE {
                 actions.push(Action::Forward(frame));
                 break;
             }
             actions.push(self.decide(frame, &mut audit_events));
+            if matches!(
+                tag,
+                frontend::QUERY | frontend::SYNC | frontend::FUNCTION_CALL
+            ) {
+                self.cycle += 1;
+            }
         }
         let results = join_all(
             audit_events
@@ -517,7 +531,7 @@ impl Frontend<'_> {
         .await;
 
         let mut out = BytesMut::new();
-        let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tracker = self.tracker();
         for action in actions {
             match action {
                 Action::Forward(frame) => {
@@ -665,12 +679,17 @@ impl Frontend<'_> {
                     )
                 });
                 let verdict = verdict.and_then(|()| {
-                    match self.statements.get(&statement) {
-                        // Prepared again under the same name with another text: the server
-                        // refuses that if the first Parse succeeded, and then runs the first
-                        // text under this name; Postern cannot tell from here, so refuses too,
-                        // and what runs under the name stays what it records.
-                        Some(known) if !statement.is_empty() && known.sql() != record.sql() => Err((
+                    let held = self.tracker().names.candidates(
+                        Namespace::Statement,
+                        &statement,
+                        self.cycle,
+                    );
+                    // Prepared again under the same name with another text: the server
+                    // refuses that if the name still holds the first one, and then runs the
+                    // first text under this name; Postern refuses too, so that what runs under
+                    // the name stays what it records.
+                    if !statement.is_empty() && held.may_hold_other_than(&[record.sql()]) {
+                        Err((
                             NAME_REUSED,
                             sqlstate::DUPLICATE_PREPARED_STATEMENT,
                             format!(
@@ -680,22 +699,26 @@ impl Frontend<'_> {
                             ),
                             Vec::new(),
                             None,
-                        )),
-                        _ => Ok(()),
+                        ))
+                    } else {
+                        Ok(())
                     }
                 });
                 match verdict {
                     Ok(()) => {
                         self.forget_changed_names(&analysis);
-                        self.statements.insert(statement, record);
+                        self.tracker().names.sent(
+                            Namespace::Statement,
+                            &statement,
+                            self.cycle,
+                            vec![record],
+                        );
                         Action::Forward(frame)
                     }
                     Err((reason, code, message, policies, detail)) => {
-                        // A named statement that exists keeps its text on the server; the
-                        // unnamed one is dropped by the stand-in Parse.
-                        if statement.is_empty() {
-                            self.statements.remove(&statement);
-                        }
+                        // A named statement keeps its text on the server; the unnamed one is
+                        // dropped by the stand-in Parse if it runs, and what it held stays a
+                        // candidate in case it does not.
                         let id = self.next_statement_id();
                         audit_events.push(events::statement(
                             &self.ctx.base_event,
@@ -723,16 +746,31 @@ impl Frontend<'_> {
                         detail: None,
                     };
                 };
+                let (held, bound) = {
+                    let tracker = self.tracker();
+                    let held =
+                        tracker
+                            .names
+                            .candidates(Namespace::Statement, statement, self.cycle);
+                    let bound = tracker
+                        .names
+                        .candidates(Namespace::Portal, portal, self.cycle);
+                    (held, bound)
+                };
+                let mut records = held.records;
                 // A statement this session did not Parse: one made by SQL `PREPARE` (the
                 // namespaces are shared), or none at all.
-                let record = match self.statements.get(statement) {
-                    Some(record) => record.clone(),
-                    None => self.described(&format!("EXECUTE {}", quote_ident(statement))),
-                };
-                match self.portals.get(portal) {
-                    // As for statements: the server refuses a named portal that still exists
-                    // (within a transaction block) and would run the first one under this name.
-                    Some(known) if !portal.is_empty() && known.sql() != record.sql() => {
+                if records.is_empty() || self.sql_prepared.contains_key(statement) {
+                    records.push(self.described(&format!("EXECUTE {}", quote_ident(statement))));
+                }
+                let texts: Vec<&str> = records.iter().map(|r| r.sql()).collect();
+                // As for statements: the server refuses a named portal that still exists
+                // (within a transaction block) and would run the first one under this name.
+                let reused = !portal.is_empty() && bound.may_hold_other_than(&texts);
+                drop(texts);
+                match records.last() {
+                    Some(record) if reused => {
+                        let record = Arc::clone(record);
                         let message = format!(
                             "portal \"{}\" was already bound in this session to another \
                              statement: close it before binding it again",
@@ -755,18 +793,23 @@ impl Frontend<'_> {
                         }
                     }
                     _ => {
-                        self.portals.insert(portal.to_owned(), record);
+                        self.tracker()
+                            .names
+                            .sent(Namespace::Portal, portal, self.cycle, records);
                         Action::Forward(frame)
                     }
                 }
             }
             frontend::CLOSE => {
                 if let Ok((kind, name)) = frontend::target(&frame) {
-                    if kind == b'S' {
-                        self.statements.remove(name);
+                    let namespace = if kind == b'S' {
+                        Namespace::Statement
                     } else {
-                        self.portals.remove(name);
-                    }
+                        Namespace::Portal
+                    };
+                    self.tracker()
+                        .names
+                        .sent(namespace, name, self.cycle, Vec::new());
                 }
                 Action::Forward(frame)
             }
@@ -776,23 +819,53 @@ impl Frontend<'_> {
                 let (portal, max_rows) = frontend::execute(&frame)
                     .map(|e| (e.portal, e.max_rows))
                     .unwrap_or_default();
-                let record = match self.portals.get(portal) {
-                    Some(record) => record.clone(),
-                    None => {
-                        let count = if max_rows > 0 {
-                            max_rows.to_string()
-                        } else {
-                            "ALL".to_owned()
-                        };
-                        self.described(&format!("FETCH {count} FROM {}", quote_ident(portal)))
-                    }
-                };
+                let mut records = self
+                    .tracker()
+                    .names
+                    .candidates(Namespace::Portal, portal, self.cycle)
+                    .records;
+                if records.is_empty() {
+                    let count = if max_rows > 0 {
+                        max_rows.to_string()
+                    } else {
+                        "ALL".to_owned()
+                    };
+                    records.push(
+                        self.described(&format!("FETCH {count} FROM {}", quote_ident(portal))),
+                    );
+                }
                 let id = self.next_statement_id();
                 // Decided again at every execution: the policy set may have been reloaded, or
-                // a condition (time of day) may have changed since the Parse.
-                match self.check(&record.analysis) {
-                    Ok(policies) => {
-                        self.remember_prepared(&record.analysis);
+                // a condition (time of day) may have changed since the Parse. When the portal
+                // may hold one of several statements, each must be allowed; the audit event
+                // names the latest, which is what runs unless an unanswered message failed.
+                let mut verdict = Ok(Vec::new());
+                for candidate in &records {
+                    match self.check(&candidate.analysis) {
+                        Ok(policies) => {
+                            if let Ok(all) = &mut verdict {
+                                all.extend(policies);
+                            }
+                        }
+                        Err(denied) => {
+                            verdict = Err((Arc::clone(candidate), denied));
+                            break;
+                        }
+                    }
+                }
+                let record = match &verdict {
+                    Err((denied, _)) => Arc::clone(denied),
+                    Ok(_) => records.last().map(Arc::clone).unwrap_or_else(|| {
+                        self.described(&format!("FETCH ALL FROM {}", quote_ident(portal)))
+                    }),
+                };
+                match verdict.map_err(|(_, denied)| denied) {
+                    Ok(mut policies) => {
+                        policies.sort_unstable();
+                        policies.dedup();
+                        for candidate in &records {
+                            self.remember_prepared(&candidate.analysis);
+                        }
                         audit_events.push(events::statement(
                             &self.ctx.base_event,
                             id,
@@ -1030,8 +1103,12 @@ impl Frontend<'_> {
             .iter()
             .any(|s| matches!(s.command.as_str(), "DECLARE CURSOR" | "CLOSE CURSOR"))
         {
-            self.portals.clear();
+            self.tracker().names.forget_portals();
         }
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'a, Tracker> {
+        self.tracker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn next_statement_id(&mut self) -> u64 {
@@ -1225,9 +1302,19 @@ where
                         tracker.copy_in_started(statement);
                     }
                 }
+                backend::PARSE_COMPLETE | backend::BIND_COMPLETE | backend::CLOSE_COMPLETE => {
+                    tracker.names.completed();
+                }
                 backend::READY_FOR_QUERY => {
                     let done = tracker.answered(tracker.cycles_done) + 1;
                     tracker.cycles_done = done;
+                    let in_transaction = !matches!(
+                        backend::ready_for_query(&frame),
+                        Ok(TransactionStatus::Idle)
+                    );
+                    let mut names = std::mem::take(&mut tracker.names);
+                    names.cycle_ended(|cycle| tracker.answered(cycle) < done, in_transaction);
+                    tracker.names = names;
                     while tracker
                         .in_flight
                         .front()

@@ -10,6 +10,8 @@ use crate::{Frame, WireError};
 
 pub const AUTHENTICATION: u8 = b'R';
 pub const BACKEND_KEY_DATA: u8 = b'K';
+pub const BIND_COMPLETE: u8 = b'2';
+pub const CLOSE_COMPLETE: u8 = b'3';
 pub const COMMAND_COMPLETE: u8 = b'C';
 pub const COPY_IN_RESPONSE: u8 = b'G';
 pub const COPY_OUT_RESPONSE: u8 = b'H';
@@ -20,6 +22,7 @@ pub const ERROR_RESPONSE: u8 = b'E';
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 pub const NOTICE_RESPONSE: u8 = b'N';
 pub const PARAMETER_STATUS: u8 = b'S';
+pub const PARSE_COMPLETE: u8 = b'1';
 pub const PORTAL_SUSPENDED: u8 = b's';
 pub const READY_FOR_QUERY: u8 = b'Z';
 

@@ -7,7 +7,14 @@
     reason = "a test fails by panicking, helpers included"
 )]
 
+mod common;
+
+use bytes::BytesMut;
+use common::{
+    RawClient, bind_execute, cycle, encode_bind, encode_close_statement, encode_execute, parse,
+};
 use postern_testkit::{Stack, StackOptions};
+use postern_wire::{backend, frontend};
 
 const ALLOW: &str =
     "@id(\"nothing-forbidden\")\nforbid (principal, action, resource) when { false };\n";
@@ -63,4 +70,86 @@ async fn prepared_statements_are_decided_again_at_execution() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 4);
+}
+
+/// The server skips every message after an error up to Sync, so a Close and a Parse it skipped
+/// change nothing there: the name still holds its first statement. Postern must decide (and
+/// record) an Execute of that name as what the server will run, not as the text it skipped.
+#[tokio::test]
+async fn a_skipped_close_and_parse_cannot_relabel_a_prepared_statement() {
+    let stack = Stack::start(StackOptions {
+        policies: vec![ALLOW.to_owned()],
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let token = stack.token("erin@example.com", &["engineers"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &token).await;
+    const WRITE: &str = "UPDATE orders SET amount = amount WHERE id = 1";
+    let (errors, _) = cycle(&mut client, parse("s1", WRITE)).await;
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // One cycle: a Parse that fails, then Close s1 and Parse s1 of a read, which the server
+    // skips.
+    let mut skipped = parse("", "SELECT * FROM no_such_table");
+    encode_close_statement("s1", &mut skipped);
+    skipped.extend_from_slice(&parse("s1", "SELECT 'harmless'"));
+    let (errors, _) = cycle(&mut client, skipped).await;
+    assert_eq!(errors, ["42P01"]);
+
+    std::fs::write(&stack.config.policy.files[0], FORBID_WRITES).unwrap();
+    stack.policies().unwrap().reload().unwrap();
+
+    // s1 still holds the write on the server: its Execute is refused by the new policy.
+    let (errors, value) = cycle(&mut client, bind_execute("s1")).await;
+    assert_eq!(errors, ["42501"], "{value:?}");
+
+    // The same without waiting for the answers: the Execute is decided before the server has
+    // said whether the Close and Parse ran, so with every statement s1 may hold.
+    let mut pipelined = parse("", "SELECT * FROM no_such_table");
+    encode_close_statement("s1", &mut pipelined);
+    pipelined.extend_from_slice(&parse("s1", "SELECT 'harmless'"));
+    frontend::encode_sync(&mut pipelined);
+    pipelined.extend_from_slice(&bind_execute("s1"));
+    frontend::encode_sync(&mut pipelined);
+    client.send(&pipelined).await;
+    let codes = |messages: Vec<common::Message>| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|m| m.tag == backend::ERROR_RESPONSE)
+            .map(|m| m.error().code)
+            .collect()
+    };
+    assert_eq!(codes(client.read_until_ready().await), ["42P01"]);
+    let second = client.read_until_ready().await;
+    assert!(
+        !second.iter().any(|m| m.tag == backend::COMMAND_COMPLETE),
+        "the write ran: {second:?}"
+    );
+    assert_eq!(codes(second), ["42501"]);
+
+    // Close and Parse in the cycle of the Execute run whenever the Execute does: the read is
+    // what runs, and it is allowed.
+    let mut reused = BytesMut::new();
+    encode_close_statement("s1", &mut reused);
+    reused.extend_from_slice(&parse("s1", "SELECT 'harmless'"));
+    encode_bind("s1", &mut reused);
+    encode_execute(&mut reused);
+    let (errors, value) = cycle(&mut client, reused).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(value.as_deref(), Some("harmless"));
+
+    // The audit trail names what was decided: the write, twice refused, never the skipped read.
+    drop(client);
+    let refused: Vec<String> = stack
+        .audit_events()
+        .iter()
+        .filter(|e| e["kind"] == "statement" && e["decision"] == "refused")
+        .map(|e| e["sql"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused.iter().all(|sql| sql.starts_with("UPDATE orders")),
+        "{refused:?}"
+    );
 }

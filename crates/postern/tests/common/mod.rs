@@ -248,3 +248,76 @@ pub async fn send_cancel(addr: SocketAddr, process_id: i32, secret_key: i32) -> 
         .expect("read the cancel connection");
     answer
 }
+
+// Extended-protocol messages tokio-postgres will not send in these orders.
+
+/// Encodes Bind of the unnamed portal to `statement`, without parameters, text results.
+pub fn encode_bind(statement: &str, out: &mut BytesMut) {
+    let mut body = BytesMut::new();
+    body.put_slice(b"\0");
+    body.put_slice(statement.as_bytes());
+    body.put_u8(0);
+    body.put_i16(0);
+    body.put_i16(0);
+    body.put_i16(0);
+    out.put_u8(b'B');
+    out.put_i32(i32::try_from(body.len() + 4).unwrap());
+    out.put_slice(&body);
+}
+
+/// Encodes Execute of the unnamed portal, all rows.
+pub fn encode_execute(out: &mut BytesMut) {
+    encode_execute_portal("", 0, out);
+}
+
+/// Encodes Execute of `portal`, at most `max_rows` rows (0: all).
+pub fn encode_execute_portal(portal: &str, max_rows: i32, out: &mut BytesMut) {
+    out.put_u8(b'E');
+    out.put_i32(i32::try_from(4 + portal.len() + 1 + 4).unwrap());
+    out.put_slice(portal.as_bytes());
+    out.put_u8(0);
+    out.put_i32(max_rows);
+}
+
+/// Encodes Close of the prepared statement `name`.
+pub fn encode_close_statement(name: &str, out: &mut BytesMut) {
+    out.put_u8(b'C');
+    out.put_i32(i32::try_from(4 + 1 + name.len() + 1).unwrap());
+    out.put_u8(b'S');
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+}
+
+/// Sends `messages` then Sync; returns the answer's error codes and first value.
+pub async fn cycle(client: &mut RawClient, messages: BytesMut) -> (Vec<String>, Option<String>) {
+    let mut out = messages;
+    frontend::encode_sync(&mut out);
+    client.send(&out).await;
+    let answers = client.read_until_ready().await;
+    let errors = answers
+        .iter()
+        .filter(|m| m.tag == backend::ERROR_RESPONSE)
+        .map(|m| m.error().code)
+        .collect();
+    let value = answers
+        .iter()
+        .find(|m| m.tag == backend::DATA_ROW)
+        .map(|m| {
+            let row = backend::data_row(&m.frame).unwrap();
+            String::from_utf8(row[0].unwrap().to_vec()).unwrap()
+        });
+    (errors, value)
+}
+
+pub fn parse(name: &str, sql: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    frontend::encode_parse(name, sql, &mut out);
+    out
+}
+
+pub fn bind_execute(name: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_bind(name, &mut out);
+    encode_execute(&mut out);
+    out
+}
