@@ -912,17 +912,20 @@ impl<'a> Frontend<'a> {
         self.follow_search_path(analysis);
         self.request.now = (self.ctx.policy.clock)();
         let mode = self.ctx.mode;
-        // `EXECUTE name` is decided with what every `PREPARE name` prepared.
-        let executed: Vec<StatementFacts> = analysis
-            .statements
-            .iter()
-            .filter_map(|statement| match &statement.prepared {
-                Some(PreparedName::Execute(name)) => self.sql_prepared.get(name),
-                _ => None,
-            })
-            .flatten()
-            .cloned()
-            .collect();
+        // `EXECUTE name` is decided with what every `PREPARE name` prepared, `FETCH` with the
+        // query of every `DECLARE` the cursor may be open on.
+        let mut executed: Vec<StatementFacts> = Vec::new();
+        for statement in &analysis.statements {
+            match &statement.prepared {
+                Some(PreparedName::Execute(name)) => {
+                    executed.extend(self.sql_prepared.get(name).into_iter().flatten().cloned());
+                }
+                Some(PreparedName::Fetch(name)) => {
+                    executed.extend(self.tracker().names.cursor_queries(name).cloned());
+                }
+                _ => {}
+            }
+        }
         self.check_prepared_bounds(analysis)?;
         let view = policy_view(&mut self.view, self.ctx);
         let request = &self.request;
@@ -1009,6 +1012,30 @@ impl<'a> Frontend<'a> {
     fn check_prepared_bounds(&self, analysis: &Analysis) -> Result<(), Denied> {
         let mut new_names = 0;
         for statement in &analysis.statements {
+            if let Some(PreparedName::Declare { name, .. }) = &statement.prepared {
+                let (queries, known, names) = self.tracker().names.cursor_count(name, statement);
+                let message = if queries >= MAX_STATEMENTS_PER_PREPARED_NAME && !known {
+                    format!(
+                        "cursor \"{}\" was declared in this transaction with \
+                         {MAX_STATEMENTS_PER_PREPARED_NAME} other queries, and Postern decides \
+                         its FETCH with each of them: declare this one under another name",
+                        echo_name(name)
+                    )
+                } else if queries == 0 && names >= MAX_PREPARED_NAMES {
+                    format!(
+                        "this session has {MAX_PREPARED_NAMES} cursors open, the most Postern \
+                         remembers: close some or end the transaction"
+                    )
+                } else {
+                    continue;
+                };
+                return Err(Denied {
+                    reason: NAME_REUSED,
+                    message,
+                    policies: Vec::new(),
+                    detail: None,
+                });
+            }
             let Some(PreparedName::Prepare(name)) = &statement.prepared else {
                 continue;
             };
@@ -1045,8 +1072,6 @@ impl<'a> Frontend<'a> {
         Ok(())
     }
 
-    /// Remembers what an allowed text prepares under SQL-level names. `DEALLOCATE` forgets
-    /// nothing: see [`Self::sql_prepared`].
     /// Adds the schemas a text sets `search_path` to (before it is decided: a later statement of
     /// the same text already resolves names with them). A computed path is the guard's to refuse.
     fn follow_search_path(&mut self, analysis: &Analysis) {
@@ -1071,13 +1096,23 @@ impl<'a> Frontend<'a> {
         }
     }
 
+    /// Remembers what an allowed text prepares under SQL-level names (`DEALLOCATE` forgets
+    /// nothing: see [`Self::sql_prepared`]) and the queries it opens cursors on.
     fn remember_prepared(&mut self, analysis: &Analysis) {
         for statement in &analysis.statements {
-            if let Some(PreparedName::Prepare(name)) = &statement.prepared {
-                let known = self.sql_prepared.entry(name.clone()).or_default();
-                if !known.contains(statement) {
-                    known.push(statement.clone());
+            match &statement.prepared {
+                Some(PreparedName::Prepare(name)) => {
+                    let known = self.sql_prepared.entry(name.clone()).or_default();
+                    if !known.contains(statement) {
+                        known.push(statement.clone());
+                    }
                 }
+                Some(PreparedName::Declare { name, hold }) => {
+                    self.tracker()
+                        .names
+                        .declared(name, statement, *hold, self.cycle);
+                }
+                _ => {}
             }
         }
     }

@@ -155,6 +155,11 @@ fn statement_facts(root: NodeRef<'_>) -> StatementFacts {
         NodeRef::DeallocateStmt(d) => Some(PreparedName::Deallocate(
             (!d.isall && !d.name.is_empty()).then(|| d.name.clone()),
         )),
+        NodeRef::DeclareCursorStmt(d) => Some(PreparedName::Declare {
+            name: d.portalname.clone(),
+            hold: d.options & CURSOR_OPT_HOLD != 0,
+        }),
+        NodeRef::FetchStmt(f) => Some(PreparedName::Fetch(f.portalname.clone())),
         _ => None,
     };
     StatementFacts {
@@ -166,6 +171,10 @@ fn statement_facts(root: NodeRef<'_>) -> StatementFacts {
         prepared,
     }
 }
+
+/// `DeclareCursorStmt.options` bit for `WITH HOLD` (`CURSOR_OPT_HOLD` in PostgreSQL's
+/// `parsenodes.h`).
+const CURSOR_OPT_HOLD: i32 = 0x0020;
 
 fn with_clause(node: NodeRef<'_>) -> Option<&WithClause> {
     match node {

@@ -58,12 +58,14 @@ pub struct StatementFacts {
     pub functions: Vec<String>,
     /// Constructs the escape guard cares about, each listed once.
     pub hazards: Vec<Hazard>,
-    /// For SQL-level `PREPARE`, `EXECUTE` and `DEALLOCATE`: the prepared statement named, so
-    /// that a session can decide an `EXECUTE` with what the `PREPARE` prepared.
+    /// For SQL-level `PREPARE`, `EXECUTE`, `DEALLOCATE`, `DECLARE` and `FETCH`/`MOVE`: the
+    /// prepared statement or cursor named, so that a session can decide an `EXECUTE` with what
+    /// the `PREPARE` prepared and a `FETCH` with the query its `DECLARE` opened.
     pub prepared: Option<PreparedName>,
 }
 
-/// What a statement does with a prepared statement's name (as the server folds it).
+/// What a statement does with a prepared statement's or a cursor's name (as the server folds
+/// it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PreparedName {
@@ -73,6 +75,11 @@ pub enum PreparedName {
     Execute(String),
     /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
     Deallocate(Option<String>),
+    /// `DECLARE name CURSOR ... FOR query`: the facts of this statement are the query's. `hold`:
+    /// `WITH HOLD`, so the cursor outlives its transaction.
+    Declare { name: String, hold: bool },
+    /// `FETCH` or `MOVE` on the cursor `name`.
+    Fetch(String),
 }
 
 /// The statement classes that policy grants, least dangerous first: the derived order is the

@@ -902,3 +902,47 @@ fn fingerprint_groups_texts_that_differ_in_constants() {
         analyze("SELECT * FROM u WHERE id = 1").fingerprint
     );
 }
+
+#[test]
+fn prepared_statement_and_cursor_names() {
+    use crate::PreparedName;
+    let named = |sql: &str| analyze(sql).statements[0].prepared.clone();
+    assert_eq!(
+        named("PREPARE \"Q1\" AS SELECT 1"),
+        Some(PreparedName::Prepare("Q1".into()))
+    );
+    assert_eq!(
+        named("EXECUTE q1(1)"),
+        Some(PreparedName::Execute("q1".into()))
+    );
+    assert_eq!(
+        named("DEALLOCATE ALL"),
+        Some(PreparedName::Deallocate(None))
+    );
+    assert_eq!(
+        named("DECLARE c CURSOR FOR SELECT * FROM orders"),
+        Some(PreparedName::Declare {
+            name: "c".into(),
+            hold: false
+        })
+    );
+    assert_eq!(
+        named("DECLARE C NO SCROLL CURSOR WITH HOLD FOR SELECT 1"),
+        Some(PreparedName::Declare {
+            name: "c".into(),
+            hold: true
+        })
+    );
+    assert_eq!(
+        named("FETCH FORWARD 10 FROM c"),
+        Some(PreparedName::Fetch("c".into()))
+    );
+    assert_eq!(
+        named("MOVE LAST IN c"),
+        Some(PreparedName::Fetch("c".into()))
+    );
+    // A cursor's facts are its query's.
+    let declare = &analyze("DECLARE c CURSOR FOR SELECT * FROM orders").statements[0];
+    assert_eq!(declare.tables, ["orders"]);
+    assert_eq!(named("SELECT 1"), None);
+}

@@ -153,3 +153,77 @@ async fn a_skipped_close_and_parse_cannot_relabel_a_prepared_statement() {
         "{refused:?}"
     );
 }
+
+const FORBID_ORDERS: &str = "@id(\"orders-closed\")\nforbid (principal, action == Action::\"read\", resource == Table::\"public.orders\");\n";
+
+/// A cursor opened while policy allowed its query is decided again at every FETCH, through SQL
+/// and through an Execute of the cursor's portal; a cursor on another table keeps working.
+#[tokio::test]
+async fn open_cursors_are_decided_again_at_fetch() {
+    let stack = Stack::start(StackOptions {
+        policies: vec![ALLOW.to_owned()],
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let token = stack.token("alice@example.com", &["analysts"]);
+    let (mut client, _) = RawClient::login(stack.addr, "reader", &token).await;
+    let errors = |messages: &[common::Message]| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|m| m.tag == backend::ERROR_RESPONSE)
+            .map(|m| m.error().code)
+            .collect()
+    };
+    client
+        .query(
+            "BEGIN; DECLARE c CURSOR FOR SELECT id FROM orders ORDER BY id; \
+             DECLARE other CURSOR FOR SELECT 1; FETCH 1 FROM c",
+        )
+        .await;
+    let answers = client.read_until_ready().await;
+    assert!(errors(&answers).is_empty(), "{answers:?}");
+
+    std::fs::write(&stack.config.policy.files[0], FORBID_ORDERS).unwrap();
+    stack.policies().unwrap().reload().unwrap();
+
+    client.query("FETCH 1 FROM other").await;
+    let answers = client.read_until_ready().await;
+    assert!(errors(&answers).is_empty(), "{answers:?}");
+    client.query("FETCH 1 FROM c").await;
+    let answers = client.read_until_ready().await;
+    assert_eq!(errors(&answers), ["42501"]);
+    let message = answers
+        .iter()
+        .find(|m| m.tag == backend::ERROR_RESPONSE)
+        .unwrap()
+        .error()
+        .message;
+    assert!(message.contains("public.orders"), "{message}");
+
+    // The same cursor through the extended protocol, in a new transaction.
+    client.query("ROLLBACK").await;
+    client.read_until_ready().await;
+    std::fs::write(&stack.config.policy.files[0], ALLOW).unwrap();
+    stack.policies().unwrap().reload().unwrap();
+    client
+        .query("BEGIN; DECLARE c CURSOR FOR SELECT id FROM orders ORDER BY id")
+        .await;
+    assert!(errors(&client.read_until_ready().await).is_empty());
+    std::fs::write(&stack.config.policy.files[0], FORBID_ORDERS).unwrap();
+    stack.policies().unwrap().reload().unwrap();
+    let mut execute = BytesMut::new();
+    common::encode_execute_portal("c", 1, &mut execute);
+    let (codes, value) = cycle(&mut client, execute).await;
+    assert_eq!(codes, ["42501"], "{value:?}");
+
+    // After the transaction the cursor is gone and forgotten: a new cursor under the same name
+    // on another query is decided as itself.
+    client.query("ROLLBACK").await;
+    client.read_until_ready().await;
+    client
+        .query("BEGIN; DECLARE c CURSOR FOR SELECT 'not orders'; FETCH 1 FROM c")
+        .await;
+    let answers = client.read_until_ready().await;
+    assert!(errors(&answers).is_empty(), "{answers:?}");
+}

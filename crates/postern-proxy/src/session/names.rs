@@ -26,6 +26,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use postern_sql::StatementFacts;
+
 use crate::events::StatementRecord;
 
 /// The two namespaces of the extended protocol.
@@ -87,12 +89,25 @@ struct Pending {
     applies: bool,
 }
 
+/// A query a SQL `DECLARE` opened a cursor on.
+struct Cursor {
+    query: StatementFacts,
+    hold: bool,
+    /// The message cycle of the `DECLARE`.
+    cycle: u64,
+}
+
 /// The names of one session.
 #[derive(Default)]
 pub(super) struct Names {
     statements: HashMap<String, Vec<Arc<StatementRecord>>>,
     portals: HashMap<String, Vec<Arc<StatementRecord>>>,
     pending: VecDeque<Pending>,
+    /// Cursors opened by SQL `DECLARE`, with every query declared under the name while it may
+    /// be open (a `CLOSE` or a `DECLARE` may fail, and Postern does not follow which): a `FETCH`
+    /// is decided again with each, so a reload or a time condition reaches an open cursor.
+    /// Forgotten when their transaction ends, unless `WITH HOLD`.
+    cursors: HashMap<String, Vec<Cursor>>,
 }
 
 impl Names {
@@ -168,11 +183,51 @@ impl Names {
     }
 
     /// A ReadyForQuery: whatever of the finished cycles is still unanswered did not run, and
-    /// outside a transaction no portal survives.
+    /// outside a transaction no portal survives, nor any cursor declared without `WITH HOLD`.
     pub fn cycle_ended(&mut self, finished: impl Fn(u64) -> bool, in_transaction: bool) {
         self.pending.retain(|op| !finished(op.cycle));
         if !in_transaction {
             self.portals.clear();
+            self.cursors.retain(|_, queries| {
+                queries.retain(|c| c.hold || !finished(c.cycle));
+                !queries.is_empty()
+            });
+        }
+    }
+
+    /// The queries the cursor `name` may be open on.
+    pub fn cursor_queries(&self, name: &str) -> impl Iterator<Item = &StatementFacts> {
+        self.cursors
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|c| &c.query)
+    }
+
+    /// How many queries the cursor `name` is remembered with, and whether `query` is one, and
+    /// how many cursor names are remembered.
+    pub fn cursor_count(&self, name: &str, query: &StatementFacts) -> (usize, bool, usize) {
+        let known = self.cursors.get(name);
+        (
+            known.map_or(0, Vec::len),
+            known.is_some_and(|q| q.iter().any(|c| &c.query == query)),
+            self.cursors.len(),
+        )
+    }
+
+    /// An allowed `DECLARE` in `cycle`.
+    pub fn declared(&mut self, name: &str, query: &StatementFacts, hold: bool, cycle: u64) {
+        let queries = self.cursors.entry(name.to_owned()).or_default();
+        match queries.iter_mut().find(|c| &c.query == query) {
+            Some(known) => {
+                known.hold |= hold;
+                known.cycle = known.cycle.max(cycle);
+            }
+            None => queries.push(Cursor {
+                query: query.clone(),
+                hold,
+                cycle,
+            }),
         }
     }
 
