@@ -9,6 +9,7 @@ mod error;
 mod issuer;
 mod listen;
 mod policy;
+mod pool;
 mod target;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ pub use error::{ConfigError, Problem};
 pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
 pub use listen::{ListenConfig, TlsFiles};
 pub use policy::PolicyConfig;
+pub use pool::{PoolConfig, PoolMode};
 pub use target::{
     EphemeralConfig, MAX_NAME_PREFIX_BYTES, OnOwnedObjects, RoleRule, SecretSource, TargetConfig,
     UpstreamLogin, UpstreamMode, UpstreamTls, UpstreamTlsMode,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{IssuerConfig, Problem};
+use crate::{IssuerConfig, PoolConfig, Problem};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +38,9 @@ pub struct TargetConfig {
     /// TLS towards the database.
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// How upstream connections are kept and shared between client sessions.
+    #[serde(default)]
+    pub pool: PoolConfig,
     /// Which identities may assume which roles. First match does not matter: the union of every
     /// rule matching the identity is what it may assume.
     #[serde(default)]
@@ -229,6 +232,7 @@ impl TargetConfig {
                 "a CA file is set but tls.mode is disable; set mode = \"verify_full\"",
             ));
         }
+        self.pool.validate(&format!("{key}.pool"), problems);
         if self.roles.is_empty() {
             problems.push(Problem::new(
                 format!("{key}.roles"),

@@ -86,6 +86,12 @@ pub enum UpstreamError {
     Protocol(#[from] WireError),
     #[error("the database closed the connection")]
     Closed,
+    /// Every connection of the session's pool stayed busy for the whole checkout timeout.
+    #[error("all {max} connections of the pool are busy")]
+    PoolBusy { max: usize },
+    /// A pooled connection's reset did not end as it must.
+    #[error("the connection could not be reset: {0}")]
+    NotReset(&'static str),
     /// The database answered with an ErrorResponse.
     #[error("{message}")]
     Server {

@@ -331,6 +331,16 @@ impl Connection {
         let upstream_refused = |error: UpstreamError| {
             tracing::warn!(target = %target.name, role, error = %error, "upstream login failed");
             match &error {
+                UpstreamError::PoolBusy { max } => Refused::new(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    "pool_busy",
+                    format!(
+                        "all {max} connections to target \"{}\" for role \"{role}\" are busy: \
+                         try again shortly (the operator can raise [targets.{}.pool] \
+                         max_connections)",
+                        target.name, target.name
+                    ),
+                ),
                 UpstreamError::Server { code, message, .. } => Refused {
                     code: sqlstate_static(code),
                     reason: "upstream_refused",
@@ -365,11 +375,8 @@ impl Connection {
                 .simple_query(&setup.join("; "))
                 .await
                 .map_err(upstream_refused)?;
-            for (name, value) in result.parameters {
-                match upstream.parameters.iter_mut().find(|(n, _)| *n == name) {
-                    Some(slot) => slot.1 = value,
-                    None => upstream.parameters.push((name, value)),
-                }
+            for (name, value) in &result.parameters {
+                upstream.set_parameter(name, value);
             }
         }
         Ok((upstream, lease))
@@ -438,9 +445,10 @@ impl Connection {
         let Upstream {
             stream: upstream_stream,
             buffer: upstream_buffer,
-            ..
+            parameters: upstream_parameters,
+            key: upstream_key,
         } = upstream;
-        let (end, mut client) = session::relay(
+        let (end, mut client, reusable) = session::relay(
             &context,
             stream,
             buffer,
@@ -456,7 +464,12 @@ impl Connection {
         let _ = client.shutdown().await;
         let end_label = end.label();
         drop(cancel);
-        drop(lease);
+        lease.release(reusable.map(|(stream, buffer)| Upstream {
+            stream,
+            buffer,
+            parameters: upstream_parameters,
+            key: upstream_key,
+        }));
         let event = events::session_end(
             &context.base_event,
             statements,

@@ -21,6 +21,7 @@ mod events;
 mod handshake;
 mod io;
 mod policy;
+mod pool;
 mod session;
 pub mod setup_db;
 mod target;
@@ -154,6 +155,7 @@ impl Proxy {
         shared.policies.watch(shared.shutdown.clone());
         let limit = Arc::new(Semaphore::new(shared.listen.max_connections.max(1)));
         let tasks = TaskTracker::new();
+        tasks.spawn(prune_pools(shared.clone()));
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Postern is listening");
         loop {
             let accepted = tokio::select! {
@@ -183,6 +185,9 @@ impl Proxy {
         tasks.close();
         tasks.wait().await;
         ephemeral::drain(shared.targets.values()).await;
+        for target in shared.targets.values() {
+            target.pools.close_idle().await;
+        }
         // Every session has ended: wait for the audit writer to write what they queued, so that
         // when `serve` returns the log is complete.
         match Arc::try_unwrap(shared) {
@@ -192,6 +197,23 @@ impl Proxy {
             ),
         }
         tracing::info!("Postern stopped");
+    }
+}
+
+/// How often idle pooled connections are checked against their idle timeout and lifetime.
+const POOL_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Closes idle pooled connections past their time, until shutdown.
+async fn prune_pools(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(POOL_PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+        for target in shared.targets.values() {
+            target.pools.prune().await;
+        }
     }
 }
 

@@ -189,6 +189,11 @@ struct Tracker {
     copy_windows: Vec<CopyWindow>,
     /// What each statement and portal name may hold, settled by the server's replies.
     names: Names,
+    /// The transaction status of the last ReadyForQuery.
+    last_status: Option<TransactionStatus>,
+    /// The session did something a reset cannot undo safely (`LISTEN`: a notification already
+    /// queued would reach the next client), so its connection is not reused.
+    not_reusable: bool,
 }
 
 /// The Syncs a client sent after a statement, up to its CopyDone or CopyFail. In COPY IN mode
@@ -283,16 +288,20 @@ impl Tracker {
 /// forwarded to finish, so their results reach the client before the FATAL error.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Relays until either side ends. `client_buffer` holds client bytes already read.
+/// Relays until either side ends. `client_buffer` holds client bytes already read. Returns,
+/// besides why it ended, the client's write half (for a farewell) and the upstream connection
+/// with its unread bytes if the session left it reusable: the client ended the session, every
+/// message was answered, no transaction block is open and nothing was done that a reset cannot
+/// undo. Otherwise the upstream has been told to terminate.
 pub async fn relay<C, U>(
     ctx: &SessionContext,
     client: C,
     client_buffer: BytesMut,
     upstream: U,
-    upstream_buffer: BytesMut,
+    mut upstream_buffer: BytesMut,
     statements: &mut u64,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> (SessionEnd, tokio::io::WriteHalf<C>)
+) -> (SessionEnd, tokio::io::WriteHalf<C>, Option<(U, BytesMut)>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -302,7 +311,11 @@ where
     let mut nonce = [0u8; 8];
     crate::target::fill_random(&mut nonce);
     let marker = format!("postern_refused_{}_", hex::encode(nonce));
-    let tracker = Mutex::new(Tracker::default());
+    // The handshake ends on the server's ReadyForQuery, outside any transaction.
+    let tracker = Mutex::new(Tracker {
+        last_status: Some(TransactionStatus::Idle),
+        ..Tracker::default()
+    });
     let end = {
         let frontend = Frontend {
             ctx,
@@ -320,7 +333,7 @@ where
             &marker,
             &tracker,
             &mut upstream_read,
-            upstream_buffer,
+            &mut upstream_buffer,
             &mut client_write,
         );
         let mut upstream_to_client = std::pin::pin!(upstream_to_client);
@@ -358,6 +371,21 @@ where
             }
         }
     }
+    let reusable = matches!(end, SessionEnd::Terminated | SessionEnd::ClientClosed) && {
+        let tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        tracker.answered(tracker.cycles_done) >= tracker.cycles_sent
+            && tracker.in_flight.is_empty()
+            && tracker.open_copy_window.as_ref().is_none_or(|w| !w.copy_in)
+            && tracker.last_status == Some(TransactionStatus::Idle)
+            && !tracker.not_reusable
+    };
+    if reusable {
+        return (
+            end,
+            client_write,
+            Some((upstream_read.unsplit(upstream_write), upstream_buffer)),
+        );
+    }
     if !matches!(end, SessionEnd::UpstreamClosed) {
         // Let the database end the backend cleanly rather than log an unexpected EOF.
         let mut out = BytesMut::new();
@@ -387,7 +415,7 @@ where
         Report::new(Severity::Fatal, code, &message).encode(&mut out);
         let _ = client_write.write_all(&out).await;
     }
-    (end, client_write)
+    (end, client_write, None)
 }
 
 /// Per-session memory of the extended protocol, to name what an Execute runs.
@@ -512,7 +540,8 @@ impl<'a> Frontend<'a> {
         for frame in frames {
             let tag = frame.tag();
             if tag == frontend::TERMINATE {
-                actions.push(Action::Forward(frame));
+                // Not forwarded: the relay ends the upstream connection itself, or keeps it for
+                // the next session.
                 break;
             }
             actions.push(self.decide(frame, &mut audit_events));
@@ -1097,9 +1126,13 @@ impl<'a> Frontend<'a> {
     }
 
     /// Remembers what an allowed text prepares under SQL-level names (`DEALLOCATE` forgets
-    /// nothing: see [`Self::sql_prepared`]) and the queries it opens cursors on.
+    /// nothing: see [`Self::sql_prepared`]), the queries it opens cursors on, and whether it
+    /// listens for notifications (the connection is then not reused).
     fn remember_prepared(&mut self, analysis: &Analysis) {
         for statement in &analysis.statements {
+            if statement.command == "LISTEN" {
+                self.tracker().not_reusable = true;
+            }
             match &statement.prepared {
                 Some(PreparedName::Prepare(name)) => {
                     let known = self.sql_prepared.entry(name.clone()).or_default();
@@ -1262,7 +1295,7 @@ async fn backend_loop<R, W>(
     marker: &str,
     tracker: &Mutex<Tracker>,
     upstream: &mut R,
-    mut buffer: BytesMut,
+    buffer: &mut BytesMut,
     client: &mut W,
 ) -> SessionEnd
 where
@@ -1275,7 +1308,7 @@ where
     let mut drained = false;
     loop {
         loop {
-            let frame = match decoder.decode(&mut buffer) {
+            let frame = match decoder.decode(buffer) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => return SessionEnd::UpstreamProtocol(error),
@@ -1343,10 +1376,9 @@ where
                 backend::READY_FOR_QUERY => {
                     let done = tracker.answered(tracker.cycles_done) + 1;
                     tracker.cycles_done = done;
-                    let in_transaction = !matches!(
-                        backend::ready_for_query(&frame),
-                        Ok(TransactionStatus::Idle)
-                    );
+                    let status = backend::ready_for_query(&frame).ok();
+                    tracker.last_status = status;
+                    let in_transaction = status != Some(TransactionStatus::Idle);
                     let mut names = std::mem::take(&mut tracker.names);
                     names.cycle_ended(|cycle| tracker.answered(cycle) < done, in_transaction);
                     tracker.names = names;
@@ -1398,7 +1430,7 @@ where
         if drained {
             return SessionEnd::UpstreamClosed;
         }
-        match upstream.read_buf(&mut buffer).await {
+        match upstream.read_buf(buffer).await {
             Ok(0) => return SessionEnd::UpstreamClosed,
             Ok(_) => {}
             Err(error) => return SessionEnd::Io(error),

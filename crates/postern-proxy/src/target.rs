@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postern_config::{SecretSource, TargetConfig, UpstreamLogin, UpstreamMode, UpstreamTlsMode};
+use postern_config::{
+    PoolMode, SecretSource, TargetConfig, UpstreamLogin, UpstreamMode, UpstreamTlsMode,
+};
 use postern_identity::Identity;
 use rustls_pki_types::ServerName;
 use tokio::sync::Mutex;
@@ -13,6 +15,7 @@ use tokio::sync::Mutex;
 use crate::claims::SigningKey;
 use crate::ephemeral::{EphemeralLease, EphemeralRoles};
 use crate::error::{SetupError, UpstreamError};
+use crate::pool::{CheckoutError, PoolKey, PoolLease, Pools};
 use crate::tls;
 use crate::upstream::{self, Endpoint, Login, Upstream, quote_ident, quote_literal};
 
@@ -30,6 +33,8 @@ pub struct Target {
     /// The login roles made for identities (`ephemeral_user` mode only).
     ephemeral: Option<Arc<EphemeralRoles>>,
     signing_key: Mutex<Option<(Instant, Option<Arc<SigningKey>>)>>,
+    /// Upstream connections kept between sessions (`role_login` and `set_role` modes).
+    pub(crate) pools: Pools,
 }
 
 impl std::fmt::Debug for Target {
@@ -81,6 +86,7 @@ impl Target {
             role_passwords: Mutex::new(HashMap::new()),
             ephemeral,
             signing_key: Mutex::new(None),
+            pools: Pools::new(config.pool.clone()),
         })
     }
 
@@ -94,11 +100,55 @@ impl Target {
         self.ephemeral.as_ref()
     }
 
-    /// Logs in for `identity`'s client session as `role`: as the role itself in `role_login`
-    /// mode, as the shared session login in `set_role` mode (the caller then runs `SET ROLE`),
-    /// as the identity's own login role in `ephemeral_user` mode. Keep the lease for as long as
-    /// the session lasts.
+    /// An upstream connection for `identity`'s client session as `role`: logged in as the role
+    /// itself in `role_login` mode, as the shared session login in `set_role` mode (the caller
+    /// then runs `SET ROLE`), as the identity's own login role in `ephemeral_user` mode. From the
+    /// target's pool when it has one. Keep the lease for as long as the session lasts.
     pub async fn session(
+        &self,
+        role: &str,
+        identity: &Identity,
+        parameters: &[(String, String)],
+    ) -> Result<(Upstream, SessionLease), UpstreamError> {
+        let pooled = self.config.pool.mode == PoolMode::Session
+            && self.config.mode != UpstreamMode::EphemeralUser;
+        if !pooled {
+            return self.connect(role, identity, parameters).await;
+        }
+        let user = match self.config.mode {
+            UpstreamMode::SetRole => self.session_login().user.as_str(),
+            _ => role,
+        };
+        let checkout = self
+            .pools
+            .checkout(PoolKey::new(user, parameters), || async {
+                self.connect(role, identity, parameters)
+                    .await
+                    .map(|(upstream, _)| upstream)
+            })
+            .await
+            .map_err(|error| match error {
+                CheckoutError::Busy { max } => UpstreamError::PoolBusy { max },
+                CheckoutError::Connect(error) => error,
+            })?;
+        Ok((
+            checkout.upstream,
+            SessionLease {
+                _ephemeral: None,
+                pool: Some(checkout.lease),
+            },
+        ))
+    }
+
+    fn session_login(&self) -> &UpstreamLogin {
+        self.config
+            .session_login
+            .as_ref()
+            .unwrap_or(&self.config.admin)
+    }
+
+    /// Logs in anew for a session.
+    async fn connect(
         &self,
         role: &str,
         identity: &Identity,
@@ -114,16 +164,12 @@ impl Target {
                     upstream,
                     SessionLease {
                         _ephemeral: Some(lease),
+                        pool: None,
                     },
                 ));
             }
             UpstreamMode::SetRole => {
-                let login = self
-                    .config
-                    .session_login
-                    .as_ref()
-                    .unwrap_or(&self.config.admin);
-                login_as(&self.endpoint, login, parameters).await
+                login_as(&self.endpoint, self.session_login(), parameters).await
             }
             UpstreamMode::RoleLogin => {
                 let password = self.role_password(role).await?;
@@ -152,7 +198,13 @@ impl Target {
                 }
             }
         }?;
-        Ok((upstream, SessionLease { _ephemeral: None }))
+        Ok((
+            upstream,
+            SessionLease {
+                _ephemeral: None,
+                pool: None,
+            },
+        ))
     }
 
     /// The password for logging in as `role`: from the configured secret, or one Postern sets
@@ -221,12 +273,23 @@ impl Target {
 }
 
 /// What a client session holds upstream besides its connection: in `ephemeral_user` mode, its
-/// share of the identity's login role. Dropping it when the session ends lets the last session
-/// of a role drop the role (off the session's path).
+/// share of the identity's login role (dropping it when the session ends lets the last session
+/// of a role drop the role, off the session's path); with a pool, its slot in the pool.
 #[must_use = "dropping the lease ends the session's hold on its upstream role"]
 pub struct SessionLease {
     /// Never read: it works by being dropped.
     _ephemeral: Option<EphemeralLease>,
+    pool: Option<PoolLease>,
+}
+
+impl SessionLease {
+    /// Ends the session's hold. A connection the session left reusable goes back to its pool;
+    /// without one (or without a pool) the slot is freed and the connection closed.
+    pub(crate) fn release(self, reusable: Option<Upstream>) {
+        if let (Some(pool), Some(upstream)) = (self.pool, reusable) {
+            pool.give_back(upstream);
+        }
+    }
 }
 
 pub(crate) async fn login_as(

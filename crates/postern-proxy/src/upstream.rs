@@ -279,6 +279,14 @@ impl Upstream {
         }
     }
 
+    /// Records a ParameterStatus the server sent, replacing the earlier value.
+    pub fn set_parameter(&mut self, name: &str, value: &str) {
+        match self.parameters.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => value.clone_into(&mut slot.1),
+            None => self.parameters.push((name.to_owned(), value.to_owned())),
+        }
+    }
+
     /// Ends the connection politely.
     pub async fn terminate(mut self) {
         let mut out = BytesMut::new();

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use postern_config::{
-    AuditConfig, Config, IssuerConfig, JwksSource, ListenConfig, PolicyConfig, RoleRule,
-    SecretSource, TargetConfig, TlsFiles, UpstreamLogin, UpstreamMode, UpstreamTls,
+    AuditConfig, Config, IssuerConfig, JwksSource, ListenConfig, PolicyConfig, PoolConfig,
+    RoleRule, SecretSource, TargetConfig, TlsFiles, UpstreamLogin, UpstreamMode, UpstreamTls,
 };
 
 use crate::cluster::{ClusterError, PgCluster};
@@ -125,6 +125,7 @@ pub fn demo_config(
             rule(WRITER_ROLE, "engineers"),
         ],
         ephemeral: None,
+        pool: PoolConfig::default(),
     };
     let mut targets = BTreeMap::new();
     targets.insert(DEMO_TARGET.to_owned(), target);

@@ -291,10 +291,13 @@ async fn set_role_mode_refuses_code_it_cannot_check() {
 /// In `role_login` mode the upstream session logs in as the mapped role itself, so there is no
 /// other role to go back to: a `RESET ROLE` that reaches the database (here sent directly, with a
 /// password the superuser set) leaves the mapped role. Postern then recovers from the changed
-/// password by setting a new one.
+/// password by setting a new one (without a pool, so that every session logs in).
 #[tokio::test]
 async fn role_login_mode_has_nothing_to_reset_to() {
-    let stack = stack(UpstreamMode::RoleLogin).await;
+    let mut stack = stack(UpstreamMode::RoleLogin).await;
+    stack.stop_proxy().await;
+    stack.config.targets.get_mut("demo").unwrap().pool.mode = postern_config::PoolMode::None;
+    stack.start_proxy().await.unwrap();
     let token = stack.token("alice@example.com", &["analysts"]);
     // Postern sets reader's password on first use.
     let through_postern = stack.connect("reader", &token).await.unwrap();

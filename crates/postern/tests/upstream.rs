@@ -92,6 +92,8 @@ async fn upstream_md5_and_trust_logins_work() {
     let secret = stack.dir().join("md5-reader-password");
     std::fs::write(&secret, "md5-secret\n").unwrap();
     let target = stack.config.targets.get_mut("demo").unwrap();
+    // Without a pool every session logs in, so the changed secret below is read.
+    target.pool.mode = postern_config::PoolMode::None;
     target
         .role_passwords
         .insert("md5_reader".to_owned(), SecretSource::File(secret));
