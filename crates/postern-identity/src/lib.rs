@@ -22,6 +22,7 @@ mod identity;
 mod jwks;
 pub mod limits;
 mod token;
+mod verified;
 mod verifier;
 
 #[cfg(test)]

@@ -41,3 +41,13 @@ pub const MAX_ECHOED_CHARS: usize = 128;
 /// Largest `clock_skew` an issuer may be configured with. Skew widens every token's lifetime;
 /// beyond this it is a misconfiguration, not a clock problem.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60 * 60);
+
+/// Longest time a token's verification is reused for a reconnect with the same token (never
+/// past the token's expiry): a key the issuer withdraws from its JWKS stops being honoured
+/// within this time.
+pub const MAX_VERIFICATION_REUSE: Duration = Duration::from_secs(300);
+
+/// Most verified tokens remembered. Past it, expired entries are dropped, and if none had
+/// expired the memory starts afresh: a flood of distinct valid tokens costs signature checks,
+/// never memory.
+pub const MAX_VERIFIED_TOKENS: usize = 10_000;

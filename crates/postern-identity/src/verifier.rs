@@ -21,6 +21,7 @@ use crate::identity::Identity;
 use crate::jwks::{Fetcher, IssuerKeys, KeySource, VerificationKey};
 use crate::limits::MAX_CLOCK_SKEW;
 use crate::token::UnverifiedToken;
+use crate::verified::{self, VerifiedTokens};
 
 /// Verifies tokens from the configured issuers. `Send + Sync`; share it behind an `Arc`.
 ///
@@ -31,6 +32,8 @@ pub struct Verifier {
     fetcher: Fetcher,
     /// Keyed by the exact `iss` value.
     issuers: HashMap<String, Issuer>,
+    /// Tokens verified lately, so a reconnect with the same token skips the signature check.
+    verified: VerifiedTokens,
 }
 
 /// One configured issuer, ready to verify.
@@ -101,6 +104,7 @@ impl Verifier {
         Ok(Self {
             fetcher,
             issuers: by_url,
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -108,8 +112,22 @@ impl Verifier {
     ///
     /// Never panics, whatever the input. Cancel safe: dropping the future abandons only this
     /// verification; a key fetch it started completes for the verifications waiting on it.
+    ///
+    /// A token verified before is answered from memory until it expires, for at most
+    /// [`crate::limits::MAX_VERIFICATION_REUSE`].
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let token = token.trim();
+        let now = SystemTime::now();
+        let digest = verified::digest(token);
+        if let Some(identity) = self.verified.get(&digest, now) {
+            return Ok(identity);
+        }
+        let identity = self.verify_fully(token, now).await?;
+        self.verified.insert(digest, &identity, now);
+        Ok(identity)
+    }
+
+    async fn verify_fully(&self, token: &str, now: SystemTime) -> Result<Identity, AuthError> {
         let unverified = UnverifiedToken::parse(token)?;
         let iss = match unverified.claims.get("iss") {
             Some(Value::String(iss)) => iss,
@@ -131,7 +149,7 @@ impl Verifier {
             .select(&self.fetcher, alg, unverified.kid.as_deref())
             .await?;
         let claims = issuer.verify_signature(token, alg, &keys, &unverified)?;
-        let times = claims::check(&claims, issuer.rules(), SystemTime::now())?;
+        let times = claims::check(&claims, issuer.rules(), now)?;
         let identity = Identity::from_verified(&issuer.name, &issuer.config, claims, times)?;
         tracing::debug!(issuer = %identity.issuer_name, subject = %identity.subject, "token verified");
         Ok(identity)
