@@ -18,7 +18,8 @@ pub const MFA_METHODS: &[&str] = &[
 ];
 
 /// Whether an identity names a person or a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum IdentityKind {
     /// A person, typically signed in through a browser or device flow.
     Human,

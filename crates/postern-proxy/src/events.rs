@@ -197,6 +197,12 @@ pub fn rows_of(tag: &str) -> Option<u64> {
     tag.rsplit(' ').next()?.parse().ok()
 }
 
+/// Who ended a session from outside (an operator, a revocation), and why.
+pub fn add_ended_by(event: &mut Map<String, Value>, by: &str, reason: &str) {
+    event.insert("ended_by".into(), json!(by));
+    event.insert("end_reason".into(), json!(reason));
+}
+
 #[cfg(test)]
 mod tests {
     use super::rows_of;

@@ -88,6 +88,7 @@ struct Connection {
 
 /// Everything a session needs once the client is in.
 struct Ready {
+    session_id: String,
     identity: Identity,
     /// The request as policy sees it; statements are decided with a fresh `now`.
     request: RequestContext,
@@ -199,6 +200,7 @@ impl Connection {
             .cancels
             .register(target.endpoint.clone(), upstream.key);
         Ok(Some(Ready {
+            session_id,
             identity,
             request,
             target,
@@ -393,6 +395,7 @@ impl Connection {
             ..
         } = self;
         let Ready {
+            session_id,
             identity,
             request,
             target,
@@ -427,12 +430,22 @@ impl Connection {
             return;
         }
         tracing::info!(client = %peer, subject = %identity.subject, target = %target.name, "session started");
+        let registered = shared.sessions.register(
+            session_id,
+            identity.clone(),
+            request.role.clone(),
+            target.name.clone(),
+            peer,
+            request.application_name.clone(),
+        );
         let context = SessionContext {
             classifier: shared.classifier.clone(),
             audit: shared.audit.clone(),
             mode: target.config.mode,
             base_event,
             upstream_cancel: (target.endpoint.clone(), upstream.key),
+            target: target.clone(),
+            live: registered.session.clone(),
             policy: session::SessionPolicyContext {
                 policies: shared.policies.clone(),
                 identity: identity.clone(),
@@ -464,18 +477,22 @@ impl Connection {
         let _ = client.shutdown().await;
         let end_label = end.label();
         drop(cancel);
+        drop(registered);
         lease.release(reusable.map(|(stream, buffer)| Upstream {
             stream,
             buffer,
             parameters: upstream_parameters,
             key: upstream_key,
         }));
-        let event = events::session_end(
+        let mut event = events::session_end(
             &context.base_event,
             statements,
             started.elapsed(),
             end_label,
         );
+        if let session::SessionEnd::Ended(request) = &end {
+            events::add_ended_by(&mut event, &request.by, &request.reason);
+        }
         if let Err(error) = shared.audit.record_detached(event).await {
             tracing::error!(error = %error, "audit log: cannot record a session's end");
         }

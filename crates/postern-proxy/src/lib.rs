@@ -22,6 +22,7 @@ mod handshake;
 mod io;
 mod policy;
 mod pool;
+pub mod registry;
 mod session;
 pub mod setup_db;
 mod target;
@@ -61,6 +62,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) policies: Arc<Policies>,
     pub(crate) clock: Clock,
+    pub(crate) sessions: Arc<registry::Sessions>,
 }
 
 /// Where Postern reads the time for policy conditions (hour, weekday, token age). The system
@@ -129,6 +131,7 @@ impl Proxy {
                 shutdown: CancellationToken::new(),
                 policies,
                 clock: options.clock,
+                sessions: Arc::new(registry::Sessions::default()),
             }),
             listener,
         })
@@ -142,6 +145,11 @@ impl Proxy {
     /// The policy set in force, to reload (on SIGHUP) or inspect.
     pub fn policies(&self) -> Arc<Policies> {
         self.shared.policies.clone()
+    }
+
+    /// The live sessions, to list and end.
+    pub fn sessions(&self) -> Arc<registry::Sessions> {
+        self.shared.sessions.clone()
     }
 
     /// A handle that stops the proxy: no new connections, open sessions end.

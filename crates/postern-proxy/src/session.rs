@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::events::{self, Outcome, StatementRecord};
+use crate::registry::{EndKind, EndRequest, LiveSession};
 use crate::upstream::quote_ident;
 use crate::{Clock, Policies};
 use names::{Names, Namespace};
@@ -56,6 +57,8 @@ pub enum SessionEnd {
     Shutdown,
     /// The identity's token expired: a session never outlives it.
     TokenExpired,
+    /// An operator ended the session, or the identity's access was revoked.
+    Ended(EndRequest),
 }
 
 impl SessionEnd {
@@ -69,6 +72,10 @@ impl SessionEnd {
             Self::Io(_) => "io_error",
             Self::Shutdown => "shutdown",
             Self::TokenExpired => "token_expired",
+            Self::Ended(request) => match request.kind {
+                EndKind::Killed => "killed",
+                EndKind::Revoked => "revoked",
+            },
         }
     }
 
@@ -97,6 +104,11 @@ pub struct SessionContext {
         Arc<crate::upstream::Endpoint>,
         postern_wire::backend::BackendKeyData,
     ),
+    /// The target, whose admin login ends the backend of a session ended mid-statement.
+    pub target: Arc<crate::Target>,
+    /// This session in the registry of live sessions: its activity is reported there, and an
+    /// end requested there ends it.
+    pub live: Arc<LiveSession>,
 }
 
 /// How long until `deadline`, zero if it has passed.
@@ -342,6 +354,7 @@ where
             end = &mut upstream_to_client => end,
             () = shutdown.cancelled() => SessionEnd::Shutdown,
             () = tokio::time::sleep(time_left(ctx.policy.identity.expires_at)) => SessionEnd::TokenExpired,
+            request = ctx.live.end_requested() => SessionEnd::Ended(request),
         };
         if matches!(end, SessionEnd::ClientProtocol(_)) {
             // What was forwarded before the violation runs to completion, as it would on the
@@ -357,16 +370,32 @@ where
         }
         end
     };
-    if matches!(end, SessionEnd::Shutdown | SessionEnd::TokenExpired) {
+    if matches!(
+        end,
+        SessionEnd::Shutdown | SessionEnd::TokenExpired | SessionEnd::Ended(_)
+    ) {
         // Closing the connection alone would let a running statement, and whatever is queued
-        // behind it, run to the end: cancel it first.
+        // behind it in the backend's socket, run to the end and commit. When the session's access
+        // ended (expiry, kill, revocation) the backend itself is ended through the admin login:
+        // a cancel alone would stop the running statement and let the queued ones run. At
+        // shutdown, or if that fails, the running statement is cancelled.
         let busy = {
             let tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
             tracker.cycles_done < tracker.cycles_sent
         };
         if busy {
             let (endpoint, key) = &ctx.upstream_cancel;
-            if let Err(error) = crate::upstream::cancel(endpoint, *key).await {
+            let terminated = match end {
+                SessionEnd::Shutdown => false,
+                _ => match ctx.target.terminate_backend(key.process_id).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "could not end the backend of an ended session; cancelling its statement");
+                        false
+                    }
+                },
+            };
+            if !terminated && let Err(error) = crate::upstream::cancel(endpoint, *key).await {
                 tracing::warn!(error = %error, "could not cancel the running statement of an ending session");
             }
         }
@@ -407,6 +436,19 @@ where
                 "terminating connection because your token expired at {}: log in again for a new token",
                 humantime::format_rfc3339_seconds(ctx.policy.identity.expires_at)
             ),
+        )),
+        SessionEnd::Ended(request) => Some((
+            sqlstate::ADMIN_SHUTDOWN,
+            match request.kind {
+                EndKind::Killed => format!(
+                    "terminating connection: your session was ended by {}: {}",
+                    request.by, request.reason
+                ),
+                EndKind::Revoked => format!(
+                    "terminating connection: access for {} was revoked by {}: {}",
+                    ctx.policy.identity.subject, request.by, request.reason
+                ),
+            },
         )),
         _ => None,
     };
@@ -617,6 +659,7 @@ impl<'a> Frontend<'a> {
                     }
                 }
                 Action::RefuseQuery(message, detail) => {
+                    self.ctx.live.statement_refused();
                     let refusal = StandIn {
                         code: sqlstate::INSUFFICIENT_PRIVILEGE,
                         message,
@@ -630,6 +673,7 @@ impl<'a> Frontend<'a> {
                     message,
                     detail,
                 } => {
+                    self.ctx.live.statement_refused();
                     let refusal = StandIn {
                         code,
                         message,
@@ -657,6 +701,7 @@ impl<'a> Frontend<'a> {
                     Ok(policies) => {
                         self.forget_changed_names(&analysis);
                         self.remember_prepared(&analysis);
+                        self.ctx.live.statement_started(record.sql());
                         audit_events.push(events::statement(
                             &self.ctx.base_event,
                             id,
@@ -895,6 +940,7 @@ impl<'a> Frontend<'a> {
                         for candidate in &records {
                             self.remember_prepared(&candidate.analysis);
                         }
+                        self.ctx.live.statement_started(record.sql());
                         audit_events.push(events::statement(
                             &self.ctx.base_event,
                             id,
@@ -1378,6 +1424,9 @@ where
                     tracker.cycles_done = done;
                     let status = backend::ready_for_query(&frame).ok();
                     tracker.last_status = status;
+                    if let Some(status) = status {
+                        ctx.live.ready(status);
+                    }
                     let in_transaction = status != Some(TransactionStatus::Idle);
                     let mut names = std::mem::take(&mut tracker.names);
                     names.cycle_ended(|cycle| tracker.answered(cycle) < done, in_transaction);

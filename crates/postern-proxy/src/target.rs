@@ -95,6 +95,18 @@ impl Target {
         login_as(&self.endpoint, &self.config.admin, &[]).await
     }
 
+    /// Ends the backend `pid` through the admin login (`pg_terminate_backend`): a statement
+    /// running there, and whatever is queued behind it, is rolled back rather than left to
+    /// commit.
+    pub(crate) async fn terminate_backend(&self, pid: i32) -> Result<(), UpstreamError> {
+        let mut admin = self.admin().await?;
+        let result = admin
+            .simple_query(&format!("SELECT pg_terminate_backend({pid})"))
+            .await;
+        admin.terminate().await;
+        result.map(|_| ())
+    }
+
     /// The ephemeral roles, in `ephemeral_user` mode.
     pub(crate) fn ephemeral_roles(&self) -> Option<&Arc<EphemeralRoles>> {
         self.ephemeral.as_ref()

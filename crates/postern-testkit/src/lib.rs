@@ -70,6 +70,7 @@ pub struct Stack {
     dir: tempfile::TempDir,
     clock: Option<postern_proxy::Clock>,
     policies: Option<std::sync::Arc<postern_proxy::Policies>>,
+    sessions: Option<std::sync::Arc<postern_proxy::registry::Sessions>>,
 }
 
 impl Stack {
@@ -137,6 +138,7 @@ impl Stack {
             dir,
             clock: options.clock.clone(),
             policies: None,
+            sessions: None,
         };
         stack.start_proxy().await?;
         Ok(stack)
@@ -156,6 +158,7 @@ impl Stack {
         self.config.listen.address = self.addr;
         self.shutdown = proxy.shutdown_handle();
         self.policies = Some(proxy.policies());
+        self.sessions = Some(proxy.sessions());
         self.task = Some(tokio::spawn(proxy.serve()));
         Ok(())
     }
@@ -163,6 +166,11 @@ impl Stack {
     /// The policy set Postern is running with, to reload after changing its files.
     pub fn policies(&self) -> Option<std::sync::Arc<postern_proxy::Policies>> {
         self.policies.clone()
+    }
+
+    /// The live sessions of the running Postern, to list and end.
+    pub fn sessions(&self) -> Option<std::sync::Arc<postern_proxy::registry::Sessions>> {
+        self.sessions.clone()
     }
 
     /// Stops Postern and waits until it has closed its sessions and audit log.

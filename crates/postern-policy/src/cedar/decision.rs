@@ -31,11 +31,18 @@ pub enum Action {
     Raw,
     /// Approve another identity's held statement (reserved).
     Approve,
+    /// See the live sessions on a target (admin API, `postern sessions`).
+    ViewSessions,
+    /// End another identity's live session on a target (`postern kill`).
+    EndSession,
+    /// Revoke identities' access. Revocations cover every target, so this must be allowed on
+    /// every target.
+    Revoke,
 }
 
 impl Action {
     /// Every action, in the order of [`Action::index`].
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::Connect,
         Self::Assume,
         Self::Read,
@@ -47,6 +54,9 @@ impl Action {
         Self::CopyIn,
         Self::Raw,
         Self::Approve,
+        Self::ViewSessions,
+        Self::EndSession,
+        Self::Revoke,
     ];
 
     /// The Cedar action id (`Action::"copy_in"`), also the name used in messages and audit
@@ -65,6 +75,9 @@ impl Action {
             Self::CopyIn => "copy_in",
             Self::Raw => "raw",
             Self::Approve => "approve",
+            Self::ViewSessions => "view_sessions",
+            Self::EndSession => "end_session",
+            Self::Revoke => "revoke",
         }
     }
 

@@ -885,6 +885,9 @@ fn requests_and_entities_conform_to_the_schema() {
         (Action::CopyIn, &table),
         (Action::Raw, &target),
         (Action::Approve, &target),
+        (Action::ViewSessions, &target),
+        (Action::EndSession, &target),
+        (Action::Revoke, &target),
     ];
     for (action, resource) in cases {
         Request::new(
