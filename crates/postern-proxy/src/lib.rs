@@ -15,6 +15,7 @@
 
 mod cancel;
 mod claims;
+pub mod control;
 mod ephemeral;
 mod error;
 mod events;
@@ -145,6 +146,11 @@ impl Proxy {
     /// The policy set in force, to reload (on SIGHUP) or inspect.
     pub fn policies(&self) -> Arc<Policies> {
         self.shared.policies.clone()
+    }
+
+    /// The control plane's handle: verified, policy-checked, audited access to live sessions.
+    pub fn control(&self) -> control::Control {
+        control::Control::new(&self.shared)
     }
 
     /// The live sessions, to list and end.

@@ -71,6 +71,9 @@ pub struct Stack {
     clock: Option<postern_proxy::Clock>,
     policies: Option<std::sync::Arc<postern_proxy::Policies>>,
     sessions: Option<std::sync::Arc<postern_proxy::registry::Sessions>>,
+    /// The admin API's address (always served, on a loopback port of its own).
+    pub admin_addr: SocketAddr,
+    admin_task: Option<JoinHandle<()>>,
 }
 
 impl Stack {
@@ -139,6 +142,8 @@ impl Stack {
             clock: options.clock.clone(),
             policies: None,
             sessions: None,
+            admin_addr: "127.0.0.1:0".parse()?,
+            admin_task: None,
         };
         stack.start_proxy().await?;
         Ok(stack)
@@ -159,6 +164,14 @@ impl Stack {
         self.shutdown = proxy.shutdown_handle();
         self.policies = Some(proxy.policies());
         self.sessions = Some(proxy.sessions());
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the admin API")?;
+        self.admin_addr = admin.local_addr()?;
+        let (control, shutdown) = (proxy.control(), proxy.shutdown_handle());
+        self.admin_task = Some(tokio::spawn(async move {
+            let _ = postern_admin::serve(admin, control, shutdown).await;
+        }));
         self.task = Some(tokio::spawn(proxy.serve()));
         Ok(())
     }
@@ -173,9 +186,17 @@ impl Stack {
         self.sessions.clone()
     }
 
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
     /// Stops Postern and waits until it has closed its sessions and audit log.
     pub async fn stop_proxy(&mut self) {
         self.shutdown.cancel();
+        if let Some(task) = self.admin_task.take() {
+            let _ = task.await;
+        }
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }

@@ -4,10 +4,12 @@
 // A command-line program: printing to stdout is its job.
 #![allow(clippy::print_stdout)]
 
+mod admin;
 mod audit_cmd;
 mod policy_cmd;
 mod quickstart;
 mod serve;
+mod sessions_cmd;
 mod setup_db;
 mod token;
 
@@ -56,10 +58,28 @@ enum Command {
         #[command(subcommand)]
         command: policy_cmd::Command,
     },
+    /// List the live sessions (through the admin API; the token comes from POSTERN_TOKEN).
+    Sessions {
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
+    /// End a live session: its client is told who ended it and why.
+    Kill {
+        /// The session's id, from `postern sessions`.
+        session: String,
+        /// Shown to the session's user and recorded in the audit log.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The HTTP client of the admin commands takes its TLS from the process-wide provider: the
+    // same aws-lc one as everything else in Postern.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,6 +98,12 @@ fn main() -> ExitCode {
             Command::SetupDb { target, config } => setup_db::run(&target, &config).await,
             Command::Audit { command } => audit_cmd::run(command),
             Command::Policy { command } => policy_cmd::run(command),
+            Command::Sessions { client } => sessions_cmd::list(&client).await,
+            Command::Kill {
+                session,
+                reason,
+                client,
+            } => sessions_cmd::kill(&client, &session, &reason).await,
         }
     });
     match result {

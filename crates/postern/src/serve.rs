@@ -13,6 +13,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let proxy = Proxy::bind(&config).await.context("cannot start Postern")?;
     let shutdown = proxy.shutdown_handle();
     let policies = proxy.policies();
+    let admin = crate::admin::start(config.admin.as_ref(), &proxy).await?;
     let serving = tokio::spawn(proxy.serve());
     // SIGHUP reloads the policy files; a set that does not load is logged and refused.
     #[cfg(unix)]
@@ -28,5 +29,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     tracing::info!("stopping: no new connections; open sessions are being closed");
     shutdown.cancel();
     serving.await.context("the server task failed")?;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     Ok(ExitCode::SUCCESS)
 }

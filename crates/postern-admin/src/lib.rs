@@ -1,0 +1,146 @@
+//! Postern's admin HTTP API: health, live sessions, and (as the control plane grows) revocations
+//! and approvals. A thin layer over [`postern_proxy::control::Control`]: it reads the bearer
+//! token and the request, and maps the control plane's answers to HTTP. Callers prove who they
+//! are with the same tokens as database clients; what they may do is Cedar policy
+//! (`view_sessions`, `end_session`, `revoke`), none of it granted by the shipped defaults.
+//!
+//! | method | path | |
+//! | --- | --- | --- |
+//! | GET | `/healthz` | the process is up |
+//! | GET | `/readyz` | Postern is serving |
+//! | GET | `/v1/sessions` | live sessions on targets where the caller may `view_sessions` |
+//! | POST | `/v1/sessions/{id}/end` | end one (`{"reason": "…"}`), with `end_session` |
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use postern_proxy::control::{Caller, Control, ControlError};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Longest reason accepted for ending a session.
+const MAX_REASON: usize = 500;
+
+/// The admin API's routes over `control`.
+pub fn router(control: Control) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/{id}/end", post(end_session))
+        .with_state(control)
+}
+
+/// Serves the admin API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    control: Control,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(control).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// An error as the API returns it: a status and `{"error": "…"}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        let status = match &error {
+            ControlError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Audit(_) | ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self(status, error.to_string())
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+async fn caller(
+    control: &Control,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Caller, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "no token: send your identity token as `Authorization: Bearer <token>`".into(),
+            )
+        })?;
+    Ok(control.authenticate(token, peer.ip()).await?)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(control): State<Control>) -> Result<&'static str, ApiError> {
+    control.targets()?;
+    Ok("ready")
+}
+
+async fn list_sessions(
+    State(control): State<Control>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&control, &headers, peer).await?;
+    let sessions = control.sessions(&caller)?;
+    Ok(Json(json!({ "sessions": sessions })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndSession {
+    reason: String,
+}
+
+async fn end_session(
+    State(control): State<Control>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<EndSession>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&control, &headers, peer).await?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("give a reason of 1 to {MAX_REASON} characters: the user is shown it"),
+        ));
+    }
+    let ended = control.end_session(&caller, &id, reason).await?;
+    Ok(Json(json!({ "ended": ended })).into_response())
+}

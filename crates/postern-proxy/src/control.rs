@@ -1,0 +1,183 @@
+//! [`Control`]: what the control plane (the admin API, the CLI through it) may do to a running
+//! Postern — see and end live sessions — with the caller's identity verified by the same rules
+//! as clients' and every request decided by the same Cedar policy set, and every change audited.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+
+use postern_identity::{AuthError, Identity};
+use postern_policy::cedar::{Action, Decision, RequestContext, Resource};
+use serde_json::{Map, Value, json};
+
+use crate::Shared;
+use crate::registry::{EndKind, EndRequest, SessionSnapshot};
+
+/// A handle on a running Postern for its control plane. Cheap to clone. It does not keep
+/// Postern alive: once Postern has stopped, every request fails with
+/// [`ControlError::Stopped`].
+#[derive(Clone)]
+pub struct Control {
+    shared: Weak<Shared>,
+}
+
+/// Why a control request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No token, or one that does not verify.
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthError),
+    /// Policy does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The audit log could not record the change, so it was not made.
+    #[error("the audit log cannot record this change, so it was not made: {0}")]
+    Audit(String),
+    #[error("Postern is shutting down")]
+    Stopped,
+}
+
+/// A verified caller of the control plane, and where the request came from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Identity,
+    pub source_ip: IpAddr,
+}
+
+impl Control {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        Self {
+            shared: Arc::downgrade(shared),
+        }
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>, ControlError> {
+        self.shared.upgrade().ok_or(ControlError::Stopped)
+    }
+
+    /// Verifies a bearer token as a client's password is verified.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        source_ip: IpAddr,
+    ) -> Result<Caller, ControlError> {
+        let identity = self.shared()?.verifier.verify(token).await?;
+        Ok(Caller {
+            identity,
+            source_ip,
+        })
+    }
+
+    /// Whether policy allows `caller` to take `action` on `target`; the refusal says what is
+    /// missing.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+        target: &str,
+    ) -> Result<(), ControlError> {
+        let shared = self.shared()?;
+        let engine = shared.policies.current();
+        let session = engine.session(&caller.identity);
+        let request = RequestContext {
+            source_ip: caller.source_ip,
+            now: (shared.clock)(),
+            target: target.to_owned(),
+            role: String::new(),
+            application_name: None,
+            search_path: Vec::new(),
+        };
+        let resource = Resource::Target {
+            name: target.to_owned(),
+        };
+        match session.decide(&engine, &request, action, resource) {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny { .. } => Err(ControlError::Forbidden(format!(
+                "{} may not {action} on target \"{target}\": a policy must permit \
+                 Action::\"{action}\" for them",
+                caller.identity.subject
+            ))),
+        }
+    }
+
+    /// The targets of this Postern, by name.
+    pub fn targets(&self) -> Result<Vec<String>, ControlError> {
+        Ok(self.shared()?.targets.keys().cloned().collect())
+    }
+
+    /// The live sessions on targets where `caller` may `view_sessions`; refused if there is
+    /// no such target.
+    pub fn sessions(&self, caller: &Caller) -> Result<Vec<SessionSnapshot>, ControlError> {
+        let targets = self.targets()?;
+        let visible: Vec<String> = targets
+            .iter()
+            .filter(|t| self.authorize(caller, Action::ViewSessions, t).is_ok())
+            .cloned()
+            .collect();
+        if visible.is_empty() {
+            return Err(ControlError::Forbidden(format!(
+                "{} may not view_sessions on any target: a policy must permit \
+                 Action::\"view_sessions\" for them",
+                caller.identity.subject
+            )));
+        }
+        Ok(self
+            .shared()?
+            .sessions
+            .list()
+            .into_iter()
+            .filter(|s| visible.contains(&s.target))
+            .collect())
+    }
+
+    /// Ends the live session `id`, if `caller` may `end_session` on its target.
+    pub async fn end_session(
+        &self,
+        caller: &Caller,
+        id: &str,
+        reason: &str,
+    ) -> Result<SessionSnapshot, ControlError> {
+        let not_found = || ControlError::NotFound(format!("no live session {id:?}"));
+        let session = self.shared()?.sessions.get(id).ok_or_else(not_found)?;
+        // Without view rights the session's existence is not confirmed either.
+        self.authorize(caller, Action::ViewSessions, &session.target)
+            .map_err(|_| not_found())?;
+        self.authorize(caller, Action::EndSession, &session.target)?;
+        let snapshot = session.snapshot();
+        self.audit(
+            caller,
+            "end_session",
+            json!({"session": id, "target": session.target, "subject": snapshot.subject, "reason": reason}),
+        )
+        .await?;
+        session.end(EndRequest {
+            kind: EndKind::Killed,
+            by: caller.identity.subject.clone(),
+            reason: reason.to_owned(),
+        });
+        Ok(snapshot)
+    }
+
+    /// Records a control-plane change before it is made; refuses it if the record fails.
+    async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        details: Value,
+    ) -> Result<(), ControlError> {
+        let audit = self.shared()?.audit.clone();
+        let mut event = Map::new();
+        event.insert("kind".into(), json!("control"));
+        event.insert("action".into(), json!(action));
+        event.insert("by".into(), json!(caller.identity.subject));
+        event.insert("by_issuer".into(), json!(caller.identity.issuer));
+        event.insert("source_ip".into(), json!(caller.source_ip.to_string()));
+        event.insert("details".into(), details);
+        audit
+            .record(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| ControlError::Audit(e.client_message()))
+    }
+}
