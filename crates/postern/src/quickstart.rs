@@ -27,6 +27,14 @@ const QUICKSTART_POLICY: &str = r#"// Postern reloads this file when it changes.
 // says it at Postern, with a message naming the policy).
 @id("analysts-read-only")
 forbid (principal in Group::"analysts", action in [Action::"write", Action::"ddl"], resource);
+
+// Operators may list and end live sessions and revoke access (`postern sessions`, `postern kill`).
+@id("operators-control")
+permit (
+  principal in Group::"operators",
+  action in [Action::"view_sessions", Action::"end_session", Action::"revoke"],
+  resource
+);
 "#;
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +45,9 @@ pub struct Args {
     /// The port Postern listens on (127.0.0.1).
     #[arg(long, default_value_t = 6432)]
     port: u16,
+    /// The port of the admin API (127.0.0.1), for `postern sessions` and `postern kill`.
+    #[arg(long, default_value_t = 6480)]
+    admin_port: u16,
     /// How Postern takes on the mapped role upstream.
     #[arg(long, value_enum, default_value_t = Mode::RoleLogin)]
     mode: Mode,
@@ -112,6 +123,9 @@ async fn run_with_cluster(
     let policy_file = dir.join(POLICY_FILE);
     std::fs::write(&policy_file, QUICKSTART_POLICY)?;
     config.policy.files.push(policy_file);
+    config.admin = Some(postern_config::AdminConfig {
+        address: SocketAddr::from(([127, 0, 0, 1], args.admin_port)),
+    });
     // For reference: the same deployment, runnable with `postern serve --config` while the
     // quickstart's database and identity provider are up.
     std::fs::write(dir.join(CONFIG_FILE), toml::to_string_pretty(&config)?)?;
@@ -122,12 +136,18 @@ async fn run_with_cluster(
         format!("cannot start Postern on {listen} (use --port to pick another port)")
     })?;
     let shutdown = proxy.shutdown_handle();
+    let admin = crate::admin::start(config.admin.as_ref(), &proxy)
+        .await
+        .context("use --admin-port to pick another port")?;
     let serving = tokio::spawn(proxy.serve());
     print_instructions(args, dir, listen);
     crate::stop_requested().await;
     println!("\nStopping Postern ...");
     shutdown.cancel();
     let _ = serving.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     drop(idp);
     Ok(ExitCode::SUCCESS)
 }
@@ -153,11 +173,23 @@ Connect as an engineer (role writer): use --groups engineers and user=writer.
 Tokens last 15 minutes (--ttl to change). Add --claim tenant_id=acme for claims that row-level
 security can read with postern.claim('tenant_id').
 
+See and end live sessions as an operator (admin API on 127.0.0.1:{admin_port}):
+
+  export POSTERN_TOKEN=\"$({postern} token --dev{dir_arg} --sub olga@example.com --groups operators)\"
+  {postern} sessions{admin_arg}
+  {postern} kill SESSION_ID --reason \"...\"{admin_arg}
+
 Statement policy is in {policies} (Cedar; saved changes apply to the next statement).
 Every statement is recorded in {audit}; check its hash chain with:
   {postern} audit verify {audit}
 
 Press Ctrl-C to stop; everything in {dir} is then removed.",
+        admin_port = args.admin_port,
+        admin_arg = if args.admin_port == 6480 {
+            String::new()
+        } else {
+            format!(" --admin http://127.0.0.1:{}", args.admin_port)
+        },
         audit = dir.join(AUDIT_FILE).display(),
         policies = dir.join(POLICY_FILE).display(),
         dir = dir.display(),

@@ -64,8 +64,16 @@ fn quickstart_serves_psql_with_a_dev_token_and_cleans_up_on_ctrl_c() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("qs");
     let port = free_port();
+    let admin_port = free_port();
     let mut child = Command::new(POSTERN)
-        .args(["quickstart", "--port", &port.to_string(), "--dir"])
+        .args([
+            "quickstart",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin_port.to_string(),
+            "--dir",
+        ])
         .arg(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -127,6 +135,24 @@ fn quickstart_serves_psql_with_a_dev_token_and_cleans_up_on_ctrl_c() {
         stderr.contains("may not assume role \"writer\"")
             && stderr.contains("roles you may use: reader"),
         "{stderr}"
+    );
+
+    // An operator lists the live sessions as the instructions say (none is open now).
+    let operator = dev_token(&dir, "operators");
+    let output = Command::new(POSTERN)
+        .args(["sessions", "--admin", &format!("http://127.0.0.1:{admin_port}")])
+        .env("POSTERN_TOKEN", &operator)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(0 sessions)"));
+    assert!(
+        printed.contains(&format!("sessions --admin http://127.0.0.1:{admin_port}")),
+        "{printed}"
     );
 
     let status = Command::new("kill")
