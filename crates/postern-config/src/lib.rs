@@ -5,11 +5,13 @@
 //! file it is asked to load, and it is never reached as a global: whoever needs a section gets it
 //! passed down explicitly.
 
+mod admin;
 mod error;
 mod issuer;
 mod listen;
 mod policy;
 mod pool;
+mod store;
 mod target;
 
 use std::collections::BTreeMap;
@@ -17,11 +19,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use admin::AdminConfig;
 pub use error::{ConfigError, Problem};
 pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
 pub use listen::{ListenConfig, TlsFiles};
 pub use policy::PolicyConfig;
 pub use pool::{PoolConfig, PoolMode};
+pub use store::StoreConfig;
 pub use target::{
     EphemeralConfig, MAX_NAME_PREFIX_BYTES, OnOwnedObjects, RoleRule, SecretSource, TargetConfig,
     UpstreamLogin, UpstreamMode, UpstreamTls, UpstreamTlsMode,
@@ -46,6 +50,12 @@ pub struct Config {
     /// Statement policies (Cedar).
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// The control store (revocations).
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The admin HTTP API; off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
 }
 
 /// The audit trail's destination.
@@ -89,6 +99,9 @@ impl Config {
         let mut problems = Vec::new();
         self.listen.validate(&mut problems);
         self.policy.validate(&mut problems);
+        if let Some(admin) = &self.admin {
+            admin.validate(&mut problems);
+        }
         if self.issuers.is_empty() {
             problems.push(Problem::new(
                 "issuers",

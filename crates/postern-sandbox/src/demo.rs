@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use postern_config::{
     AuditConfig, Config, IssuerConfig, JwksSource, ListenConfig, PolicyConfig, PoolConfig,
-    RoleRule, SecretSource, TargetConfig, TlsFiles, UpstreamLogin, UpstreamMode, UpstreamTls,
+    RoleRule, SecretSource, StoreConfig, TargetConfig, TlsFiles, UpstreamLogin, UpstreamMode,
+    UpstreamTls,
 };
 
 use crate::cluster::{ClusterError, PgCluster};
@@ -143,6 +144,8 @@ pub fn demo_config(
             path: options.audit_path.clone(),
         },
         policy: PolicyConfig::default(),
+        store: StoreConfig::default(),
+        admin: None,
     })
 }
 
