@@ -10,6 +10,9 @@
 //! | GET | `/readyz` | Postern is serving |
 //! | GET | `/v1/sessions` | live sessions on targets where the caller may `view_sessions` |
 //! | POST | `/v1/sessions/{id}/end` | end one (`{"reason": "…"}`), with `end_session` |
+//! | GET | `/v1/revocations` | every revocation, with `revoke` on every target |
+//! | POST | `/v1/revocations` | revoke (`{"scope": {"kind": "subject", "subject": "…"}, "reason": "…", "lasts": "8h"}`) |
+//! | DELETE | `/v1/revocations/{id}` | lift one |
 
 use std::net::SocketAddr;
 
@@ -18,8 +21,9 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use postern_proxy::control::{Caller, Control, ControlError};
+use postern_store::RevocationScope;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -35,6 +39,8 @@ pub fn router(control: Control) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{id}/end", post(end_session))
+        .route("/v1/revocations", get(list_revocations).post(revoke))
+        .route("/v1/revocations/{id}", delete(lift_revocation))
         .with_state(control)
 }
 
@@ -73,7 +79,10 @@ impl From<ControlError> for ApiError {
             ControlError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::Audit(_) | ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ControlError::Audit(_) | ControlError::Stopped | ControlError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         Self(status, error.to_string())
     }
@@ -143,4 +152,64 @@ async fn end_session(
     }
     let ended = control.end_session(&caller, &id, reason).await?;
     Ok(Json(json!({ "ended": ended })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    scope: RevocationScope,
+    reason: String,
+    /// How long the revocation lasts (`"8h"`, `"30m"`); until lifted when absent.
+    #[serde(default)]
+    lasts: Option<String>,
+}
+
+async fn list_revocations(
+    State(control): State<Control>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&control, &headers, peer).await?;
+    let revocations = control.revocations(&caller).await?;
+    Ok(Json(json!({ "revocations": revocations })).into_response())
+}
+
+async fn revoke(
+    State(control): State<Control>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<Revoke>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&control, &headers, peer).await?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("give a reason of 1 to {MAX_REASON} characters: the users are shown it"),
+        ));
+    }
+    let lasts = body
+        .lasts
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+        .map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("lasts: {e} (write a duration such as \"8h\" or \"30m\")"),
+            )
+        })?;
+    let revoked = control.revoke(&caller, body.scope, reason, lasts).await?;
+    Ok((StatusCode::CREATED, Json(json!(revoked))).into_response())
+}
+
+async fn lift_revocation(
+    State(control): State<Control>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&control, &headers, peer).await?;
+    let lifted = control.lift(&caller, &id).await?;
+    Ok(Json(json!({ "lifted": lifted })).into_response())
 }

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::Shared;
 use crate::registry::{EndKind, EndRequest, SessionSnapshot};
+use postern_store::{NewRevocation, Revocation, RevocationScope, StoreError, unix_seconds};
 
 /// A handle on a running Postern for its control plane. Cheap to clone. It does not keep
 /// Postern alive: once Postern has stopped, every request fails with
@@ -36,6 +37,28 @@ pub enum ControlError {
     Audit(String),
     #[error("Postern is shutting down")]
     Stopped,
+    /// The request itself is wrong (an empty name, a reason too long).
+    #[error("{0}")]
+    Invalid(String),
+    /// The control store failed.
+    #[error("the control store failed: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Invalid { .. } => Self::Invalid(error.to_string()),
+            other => Self::Store(other.to_string()),
+        }
+    }
+}
+
+/// A revocation made, and how many live sessions it ended at once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Revoked {
+    pub revocation: Revocation,
+    pub sessions_ended: usize,
 }
 
 /// A verified caller of the control plane, and where the request came from.
@@ -157,6 +180,75 @@ impl Control {
             reason: reason.to_owned(),
         });
         Ok(snapshot)
+    }
+
+    /// `revoke` is about every target, so it must be allowed on each.
+    fn authorize_revoke(&self, caller: &Caller) -> Result<(), ControlError> {
+        for target in self.targets()? {
+            self.authorize(caller, Action::Revoke, &target)?;
+        }
+        Ok(())
+    }
+
+    /// Revokes the identities `scope` covers: new logins are refused and every live session
+    /// covered ends now, until the revocation is lifted or lapses (after `lasts`, if given).
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        scope: RevocationScope,
+        reason: &str,
+        lasts: Option<std::time::Duration>,
+    ) -> Result<Revoked, ControlError> {
+        self.authorize_revoke(caller)?;
+        let shared = self.shared()?;
+        let now = (shared.clock)();
+        let created_at = unix_seconds(now);
+        let new = NewRevocation {
+            scope,
+            reason: reason.to_owned(),
+            created_by: caller.identity.subject.clone(),
+            created_at,
+            expires_at: lasts
+                .map(|d| created_at.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
+        };
+        new.validate()?;
+        self.audit(
+            caller,
+            "revoke",
+            json!({"scope": new.scope, "reason": reason, "expires_at": new.expires_at}),
+        )
+        .await?;
+        let revocation = shared.revocations.store().add_revocation(new).await?;
+        let sessions_ended = shared.revocations.refresh(&shared.sessions, now).await?;
+        Ok(Revoked {
+            revocation,
+            sessions_ended,
+        })
+    }
+
+    /// Every revocation ever made, lifted and lapsed ones included.
+    pub async fn revocations(&self, caller: &Caller) -> Result<Vec<Revocation>, ControlError> {
+        self.authorize_revoke(caller)?;
+        Ok(self.shared()?.revocations.store().all_revocations().await?)
+    }
+
+    /// Lifts the revocation `id`: covered identities may log in again.
+    pub async fn lift(&self, caller: &Caller, id: &str) -> Result<Revocation, ControlError> {
+        self.authorize_revoke(caller)?;
+        let shared = self.shared()?;
+        self.audit(caller, "lift_revocation", json!({"revocation": id}))
+            .await?;
+        let now = (shared.clock)();
+        let lifted = shared
+            .revocations
+            .store()
+            .lift_revocation(id, &caller.identity.subject, unix_seconds(now))
+            .await?
+            .ok_or_else(|| {
+                ControlError::NotFound(format!("no revocation {id:?} in force to lift"))
+            })?;
+        shared.revocations.refresh(&shared.sessions, now).await?;
+        Ok(lifted)
     }
 
     /// Records a control-plane change before it is made; refuses it if the record fails.

@@ -19,6 +19,8 @@ pub enum SetupError {
     Audit(#[from] postern_audit::AuditError),
     #[error("policy:\n{0}")]
     Policy(String),
+    #[error("control store: {0}")]
+    Store(#[from] postern_store::StoreError),
 }
 
 /// Why a client's connection is refused or ended: sent to the client as a FATAL ErrorResponse

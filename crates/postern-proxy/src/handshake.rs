@@ -162,6 +162,17 @@ impl Connection {
             .map_err(|e| Refused::new(e.sqlstate(), e.label(), e.to_string()))?;
         drop(token);
         events::add_identity(&mut self.base_event, &identity);
+        if let Some(revocation) = self
+            .shared
+            .revocations
+            .covering(&identity, (self.shared.clock)())
+        {
+            return Err(Refused::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "revoked",
+                crate::revocations::refusal_message(&identity, &revocation),
+            ));
+        }
         let request = RequestContext {
             source_ip: self.peer.ip(),
             now: (self.shared.clock)(),

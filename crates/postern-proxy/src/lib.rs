@@ -24,6 +24,7 @@ mod io;
 mod policy;
 mod pool;
 pub mod registry;
+mod revocations;
 mod session;
 pub mod setup_db;
 mod target;
@@ -64,6 +65,7 @@ pub(crate) struct Shared {
     pub(crate) policies: Arc<Policies>,
     pub(crate) clock: Clock,
     pub(crate) sessions: Arc<registry::Sessions>,
+    pub(crate) revocations: Arc<revocations::Revocations>,
 }
 
 /// Where Postern reads the time for policy conditions (hour, weekday, token age). The system
@@ -110,6 +112,8 @@ impl Proxy {
             targets.insert(name.clone(), Arc::new(Target::new(name, target)?));
         }
         let audit = AuditLog::open(&config.audit.path).await?;
+        let store = postern_store::Store::open(&config.store.path).await?;
+        let revocations = revocations::Revocations::load(store, (options.clock)()).await?;
         let listener = TcpListener::bind(config.listen.address)
             .await
             .map_err(|source| SetupError::Listen {
@@ -133,6 +137,7 @@ impl Proxy {
                 policies,
                 clock: options.clock,
                 sessions: Arc::new(registry::Sessions::default()),
+                revocations: Arc::new(revocations),
             }),
             listener,
         })
@@ -170,6 +175,7 @@ impl Proxy {
         let limit = Arc::new(Semaphore::new(shared.listen.max_connections.max(1)));
         let tasks = TaskTracker::new();
         tasks.spawn(prune_pools(shared.clone()));
+        tasks.spawn(refresh_revocations(shared.clone()));
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Postern is listening");
         loop {
             let accepted = tokio::select! {
@@ -227,6 +233,27 @@ async fn prune_pools(shared: Arc<Shared>) {
         }
         for target in shared.targets.values() {
             target.pools.prune().await;
+        }
+    }
+}
+
+/// Reads the revocations in force every second and ends the sessions they cover, until
+/// shutdown: a revocation made through another Postern sharing the store reaches this one.
+async fn refresh_revocations(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(revocations::REFRESH_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+        let now = (shared.clock)();
+        match shared.revocations.refresh(&shared.sessions, now).await {
+            Ok(0) => {}
+            Ok(ended) => tracing::info!(sessions = ended, "revoked sessions ended"),
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read revocations from the control store; keeping the last ones read");
+            }
         }
     }
 }

@@ -120,6 +120,7 @@ impl Stack {
                 server_name: None,
             };
         }
+        config.store.path = dir.path().join("state.db");
         for (n, text) in options.policies.iter().enumerate() {
             let path = dir.path().join(format!("policy-{n}.cedar"));
             std::fs::write(&path, text).context("writing a policy file")?;

@@ -73,6 +73,32 @@ enum Command {
         #[command(flatten)]
         client: sessions_cmd::AdminClient,
     },
+    /// Revoke access: the covered identities' live sessions end now, and they cannot log in
+    /// until the revocation is lifted or lapses.
+    Revoke {
+        #[command(flatten)]
+        who: sessions_cmd::RevokeWho,
+        /// Shown to the users and recorded.
+        #[arg(long)]
+        reason: String,
+        /// How long it lasts (e.g. 8h); until lifted if not given.
+        #[arg(long = "for")]
+        lasts: Option<String>,
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
+    /// List every revocation, lifted ones included.
+    Revocations {
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
+    /// Lift a revocation.
+    Unrevoke {
+        /// The revocation's id, from `postern revocations`.
+        id: String,
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +130,14 @@ fn main() -> ExitCode {
                 reason,
                 client,
             } => sessions_cmd::kill(&client, &session, &reason).await,
+            Command::Revoke {
+                who,
+                reason,
+                lasts,
+                client,
+            } => sessions_cmd::revoke(&client, &who, &reason, lasts.as_deref()).await,
+            Command::Revocations { client } => sessions_cmd::revocations(&client).await,
+            Command::Unrevoke { id, client } => sessions_cmd::unrevoke(&client, &id).await,
         }
     });
     match result {

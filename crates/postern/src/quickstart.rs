@@ -19,6 +19,7 @@ const SECRETS_DIR: &str = "secrets";
 const AUDIT_FILE: &str = "audit.jsonl";
 const CONFIG_FILE: &str = "postern.toml";
 const POLICY_FILE: &str = "policies.cedar";
+const STORE_FILE: &str = "state.db";
 
 /// The quickstart's own policy, to show a refusal by policy and a reload on save.
 const QUICKSTART_POLICY: &str = r#"// Postern reloads this file when it changes. Validate with `postern policy check`.
@@ -123,6 +124,7 @@ async fn run_with_cluster(
     let policy_file = dir.join(POLICY_FILE);
     std::fs::write(&policy_file, QUICKSTART_POLICY)?;
     config.policy.files.push(policy_file);
+    config.store.path = dir.join(STORE_FILE);
     config.admin = Some(postern_config::AdminConfig {
         address: SocketAddr::from(([127, 0, 0, 1], args.admin_port)),
     });
@@ -213,7 +215,14 @@ fn remove_created(dir: &Path) {
     for name in [PG_DIR, IDP_DIR, SECRETS_DIR] {
         let _ = std::fs::remove_dir_all(dir.join(name));
     }
-    for name in [AUDIT_FILE, CONFIG_FILE, POLICY_FILE] {
+    for name in [
+        AUDIT_FILE,
+        CONFIG_FILE,
+        POLICY_FILE,
+        STORE_FILE,
+        "state.db-wal",
+        "state.db-shm",
+    ] {
         let _ = std::fs::remove_file(dir.join(name));
     }
 }

@@ -100,3 +100,114 @@ pub async fn kill(client: &AdminClient, id: &str, reason: &str) -> anyhow::Resul
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// Who a revocation covers, from the command line: exactly one of these.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = true)]
+pub struct RevokeWho {
+    /// Everyone with this subject, from any issuer (or, with --issuer, from that issuer only).
+    #[arg(long)]
+    subject: Option<String>,
+    /// With --subject: only the identity from this issuer (the token's `iss`).
+    #[arg(long, requires = "subject")]
+    issuer: Option<String>,
+    /// Everyone whose token lists this group.
+    #[arg(long, conflicts_with_all = ["subject", "token_id"])]
+    group: Option<String>,
+    /// The one token with this `jti`.
+    #[arg(long, conflicts_with_all = ["subject", "group"])]
+    token_id: Option<String>,
+}
+
+impl RevokeWho {
+    fn scope(&self) -> anyhow::Result<Value> {
+        Ok(
+            match (&self.subject, &self.issuer, &self.group, &self.token_id) {
+                (Some(subject), Some(issuer), None, None) => {
+                    serde_json::json!({"kind": "issuer_subject", "issuer": issuer, "subject": subject})
+                }
+                (Some(subject), None, None, None) => {
+                    serde_json::json!({"kind": "subject", "subject": subject})
+                }
+                (None, None, Some(group), None) => {
+                    serde_json::json!({"kind": "group", "group": group})
+                }
+                (None, None, None, Some(token_id)) => {
+                    serde_json::json!({"kind": "token_id", "token_id": token_id})
+                }
+                _ => bail!("name whom to revoke: --subject [--issuer], --group or --token-id"),
+            },
+        )
+    }
+}
+
+/// Revokes access: covered identities' live sessions end now and their logins are refused.
+pub async fn revoke(
+    client: &AdminClient,
+    who: &RevokeWho,
+    reason: &str,
+    lasts: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let http = reqwest::Client::new();
+    let mut body = serde_json::json!({ "scope": who.scope()?, "reason": reason });
+    if let Some(lasts) = lasts {
+        body["lasts"] = Value::from(lasts);
+    }
+    let answer = client
+        .send(http.post(client.url("/v1/revocations")).json(&body))
+        .await?;
+    println!(
+        "revocation {} in force; {} live sessions ended",
+        answer["revocation"]["id"].as_str().unwrap_or("?"),
+        answer["sessions_ended"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints every revocation.
+pub async fn revocations(client: &AdminClient) -> anyhow::Result<ExitCode> {
+    let http = reqwest::Client::new();
+    let body = client.send(http.get(client.url("/v1/revocations"))).await?;
+    let list = body["revocations"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<12}  {:<9}  {:<40}  {:<24}  REASON",
+        "ID", "STATE", "WHO", "BY"
+    );
+    for revocation in &list {
+        let scope = &revocation["scope"];
+        let who = match scope["kind"].as_str() {
+            Some("issuer_subject") => format!(
+                "{} from {}",
+                scope["subject"].as_str().unwrap_or(""),
+                scope["issuer"].as_str().unwrap_or("")
+            ),
+            Some("group") => format!("group {}", scope["group"].as_str().unwrap_or("")),
+            Some("token_id") => format!("token {}", scope["token_id"].as_str().unwrap_or("")),
+            _ => scope["subject"].as_str().unwrap_or("").to_owned(),
+        };
+        let state = if revocation["lifted_at"].is_null() {
+            "in force"
+        } else {
+            "lifted"
+        };
+        println!(
+            "{:<12}  {:<9}  {:<40}  {:<24}  {}",
+            revocation["id"].as_str().unwrap_or(""),
+            state,
+            who,
+            revocation["created_by"].as_str().unwrap_or(""),
+            revocation["reason"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lifts a revocation.
+pub async fn unrevoke(client: &AdminClient, id: &str) -> anyhow::Result<ExitCode> {
+    let http = reqwest::Client::new();
+    client
+        .send(http.delete(client.url(&format!("/v1/revocations/{id}"))))
+        .await?;
+    println!("revocation {id} lifted");
+    Ok(ExitCode::SUCCESS)
+}

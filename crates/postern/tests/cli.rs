@@ -140,7 +140,11 @@ fn quickstart_serves_psql_with_a_dev_token_and_cleans_up_on_ctrl_c() {
     // An operator lists the live sessions as the instructions say (none is open now).
     let operator = dev_token(&dir, "operators");
     let output = Command::new(POSTERN)
-        .args(["sessions", "--admin", &format!("http://127.0.0.1:{admin_port}")])
+        .args([
+            "sessions",
+            "--admin",
+            &format!("http://127.0.0.1:{admin_port}"),
+        ])
         .env("POSTERN_TOKEN", &operator)
         .output()
         .unwrap();
