@@ -16,7 +16,10 @@ pub const DEFAULT_DIR: &str = "postern-quickstart";
 pub const IDP_DIR: &str = "idp";
 const PG_DIR: &str = "pg";
 const SECRETS_DIR: &str = "secrets";
-const AUDIT_FILE: &str = "audit.jsonl";
+/// In a directory of its own: the policy watcher watches the policy file's directory, and an
+/// audit write per statement there would wake it for every statement.
+const AUDIT_DIR: &str = "audit";
+const AUDIT_FILE: &str = "audit/audit.jsonl";
 const CONFIG_FILE: &str = "postern.toml";
 const POLICY_FILE: &str = "policies.cedar";
 const STORE_FILE: &str = "state.db";
@@ -104,6 +107,7 @@ async fn run_with_cluster(
         .await
         .context("cannot create the demo database")?;
     let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    std::fs::create_dir_all(dir.join(AUDIT_DIR))?;
     let mode = match args.mode {
         Mode::RoleLogin => UpstreamMode::RoleLogin,
         Mode::SetRole => UpstreamMode::SetRole,
@@ -212,11 +216,10 @@ fn command_name() -> String {
 
 /// Removes what a quickstart creates in `dir`, and nothing else that may live there.
 fn remove_created(dir: &Path) {
-    for name in [PG_DIR, IDP_DIR, SECRETS_DIR] {
+    for name in [PG_DIR, IDP_DIR, SECRETS_DIR, AUDIT_DIR] {
         let _ = std::fs::remove_dir_all(dir.join(name));
     }
     for name in [
-        AUDIT_FILE,
         CONFIG_FILE,
         POLICY_FILE,
         STORE_FILE,
