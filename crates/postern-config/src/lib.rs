@@ -8,6 +8,7 @@
 mod admin;
 mod error;
 mod issuer;
+mod limits;
 mod listen;
 mod policy;
 mod pool;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use admin::AdminConfig;
 pub use error::{ConfigError, Problem};
 pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
+pub use limits::{Limits, SessionLimits};
 pub use listen::{ListenConfig, TlsFiles};
 pub use policy::PolicyConfig;
 pub use pool::{PoolConfig, PoolMode};

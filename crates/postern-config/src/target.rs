@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{IssuerConfig, PoolConfig, Problem};
+use crate::{IssuerConfig, PoolConfig, Problem, SessionLimits};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +41,9 @@ pub struct TargetConfig {
     /// How upstream connections are kept and shared between client sessions.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// How long client sessions may last and idle, and how many one identity may hold.
+    #[serde(default)]
+    pub sessions: SessionLimits,
     /// Which identities may assume which roles. First match does not matter: the union of every
     /// rule matching the identity is what it may assume.
     #[serde(default)]
@@ -233,6 +236,7 @@ impl TargetConfig {
             ));
         }
         self.pool.validate(&format!("{key}.pool"), problems);
+        self.sessions.validate(&format!("{key}.sessions"), problems);
         if self.roles.is_empty() {
             problems.push(Problem::new(
                 format!("{key}.roles"),

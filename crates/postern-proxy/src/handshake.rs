@@ -193,6 +193,24 @@ impl Connection {
                 message,
             ));
         }
+        if let Some(max) = target.config.sessions.for_role(&role).max_per_identity {
+            let open = self.shared.sessions.count(|s| {
+                s.target == target.name
+                    && s.identity.issuer == identity.issuer
+                    && s.identity.subject == identity.subject
+            });
+            if open >= max {
+                return Err(Refused::new(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    "too_many_sessions",
+                    format!(
+                        "{} already has {open} sessions open on target \"{}\", the most \
+                         allowed: close one first",
+                        identity.subject, target.name
+                    ),
+                ));
+            }
+        }
         session_policy
             .authorize_role(&policy, &request, &target.name, &role)
             .map_err(|e| {
@@ -457,6 +475,8 @@ impl Connection {
             upstream_cancel: (target.endpoint.clone(), upstream.key),
             target: target.clone(),
             live: registered.session.clone(),
+            limits: target.config.sessions.for_role(&request.role),
+            token_grace: target.config.sessions.token_grace,
             policy: session::SessionPolicyContext {
                 policies: shared.policies.clone(),
                 identity: identity.clone(),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use postern_identity::{Identity, IdentityKind};
 use postern_wire::backend::TransactionStatus;
@@ -43,6 +43,9 @@ struct Activity {
     statement: Option<String>,
     statements: u64,
     refused: u64,
+    /// When `state` last changed (a statement sent, a ReadyForQuery).
+    #[serde(skip)]
+    since: Option<Instant>,
 }
 
 /// A session's state, as PostgreSQL's `pg_stat_activity` names them.
@@ -143,6 +146,7 @@ impl Sessions {
                 statement: None,
                 statements: 0,
                 refused: 0,
+                since: Some(Instant::now()),
             }),
             end: CancellationToken::new(),
             ended_by: Mutex::new(None),
@@ -177,6 +181,16 @@ impl Sessions {
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
             .cloned()
+    }
+
+    /// How many live sessions `counted` selects.
+    pub fn count(&self, counted: impl Fn(&LiveSession) -> bool) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|s| counted(s))
+            .count()
     }
 
     /// Ends every live session `covered` selects; returns them as they were.
@@ -231,6 +245,7 @@ impl LiveSession {
     pub fn statement_started(&self, redacted_sql: &str) {
         let mut activity = self.activity();
         activity.state = SessionState::Active;
+        activity.since = Some(Instant::now());
         activity.statements += 1;
         let text = match redacted_sql.char_indices().nth(MAX_LISTED_STATEMENT) {
             Some((end, _)) => format!("{}…", &redacted_sql[..end]),
@@ -246,11 +261,19 @@ impl LiveSession {
 
     /// The server is ready for the next message.
     pub fn ready(&self, status: TransactionStatus) {
-        self.activity().state = match status {
+        let mut activity = self.activity();
+        activity.state = match status {
             TransactionStatus::Idle => SessionState::Idle,
             TransactionStatus::InTransaction => SessionState::IdleInTransaction,
             TransactionStatus::Failed => SessionState::IdleInFailedTransaction,
         };
+        activity.since = Some(Instant::now());
+    }
+
+    /// The session's state and since when it holds.
+    pub fn state_since(&self) -> (SessionState, Instant) {
+        let activity = self.activity();
+        (activity.state, activity.since.unwrap_or_else(Instant::now))
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {

@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::events::{self, Outcome, StatementRecord};
-use crate::registry::{EndKind, EndRequest, LiveSession};
+use crate::registry::{EndKind, EndRequest, LiveSession, SessionState};
 use crate::upstream::quote_ident;
 use crate::{Clock, Policies};
 use names::{Names, Namespace};
@@ -59,6 +59,12 @@ pub enum SessionEnd {
     TokenExpired,
     /// An operator ended the session, or the identity's access was revoked.
     Ended(EndRequest),
+    /// The session reached the longest a session of its role may last.
+    MaxDuration(std::time::Duration),
+    /// The session sent nothing for this long outside a transaction.
+    IdleTimeout(std::time::Duration),
+    /// The session sat this long inside a transaction block.
+    IdleInTransactionTimeout(std::time::Duration),
 }
 
 impl SessionEnd {
@@ -76,6 +82,9 @@ impl SessionEnd {
                 EndKind::Killed => "killed",
                 EndKind::Revoked => "revoked",
             },
+            Self::MaxDuration(_) => "max_duration",
+            Self::IdleTimeout(_) => "idle_timeout",
+            Self::IdleInTransactionTimeout(_) => "idle_in_transaction_timeout",
         }
     }
 
@@ -109,6 +118,10 @@ pub struct SessionContext {
     /// This session in the registry of live sessions: its activity is reported there, and an
     /// end requested there ends it.
     pub live: Arc<LiveSession>,
+    /// How long the session may last and idle.
+    pub limits: postern_config::Limits,
+    /// How long the session may outlive its token.
+    pub token_grace: std::time::Duration,
 }
 
 /// How long until `deadline`, zero if it has passed.
@@ -296,6 +309,45 @@ impl Tracker {
     }
 }
 
+/// Resolves after `limit`, never without one; gives the limit.
+async fn sleep_for(limit: Option<std::time::Duration>) -> std::time::Duration {
+    match limit {
+        Some(limit) => {
+            tokio::time::sleep(limit).await;
+            limit
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the session has been idle — outside or inside a transaction block — for longer
+/// than its limits allow; never without such limits.
+async fn idle_watch(live: &LiveSession, limits: postern_config::Limits) -> SessionEnd {
+    let configured = [limits.idle_timeout, limits.idle_in_transaction_timeout];
+    let Some(shortest) = configured.into_iter().flatten().min() else {
+        return std::future::pending().await;
+    };
+    loop {
+        let (state, since) = live.state_since();
+        let (limit, end): (_, fn(std::time::Duration) -> SessionEnd) = match state {
+            SessionState::Idle => (limits.idle_timeout, SessionEnd::IdleTimeout),
+            SessionState::IdleInTransaction | SessionState::IdleInFailedTransaction => (
+                limits.idle_in_transaction_timeout,
+                SessionEnd::IdleInTransactionTimeout,
+            ),
+            SessionState::Active => (None, SessionEnd::IdleTimeout),
+        };
+        // Look again when this state's limit runs out, or sooner: the state may change to one
+        // with a shorter limit meanwhile.
+        let next_look = std::time::Instant::now() + shortest;
+        match limit {
+            Some(limit) if since.elapsed() >= limit => return end(limit),
+            Some(limit) => tokio::time::sleep_until((since + limit).min(next_look).into()).await,
+            None => tokio::time::sleep_until(next_look.into()).await,
+        }
+    }
+}
+
 /// How long a session ending on a client's protocol violation waits for the statements already
 /// forwarded to finish, so their results reach the client before the FATAL error.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -353,8 +405,10 @@ where
             end = client_to_upstream => end,
             end = &mut upstream_to_client => end,
             () = shutdown.cancelled() => SessionEnd::Shutdown,
-            () = tokio::time::sleep(time_left(ctx.policy.identity.expires_at)) => SessionEnd::TokenExpired,
+            () = tokio::time::sleep(time_left(ctx.policy.identity.expires_at) + ctx.token_grace) => SessionEnd::TokenExpired,
             request = ctx.live.end_requested() => SessionEnd::Ended(request),
+            limit = sleep_for(ctx.limits.max_duration) => SessionEnd::MaxDuration(limit),
+            end = idle_watch(&ctx.live, ctx.limits) => end,
         };
         if matches!(end, SessionEnd::ClientProtocol(_)) {
             // What was forwarded before the violation runs to completion, as it would on the
@@ -372,7 +426,12 @@ where
     };
     if matches!(
         end,
-        SessionEnd::Shutdown | SessionEnd::TokenExpired | SessionEnd::Ended(_)
+        SessionEnd::Shutdown
+            | SessionEnd::TokenExpired
+            | SessionEnd::Ended(_)
+            | SessionEnd::MaxDuration(_)
+            | SessionEnd::IdleTimeout(_)
+            | SessionEnd::IdleInTransactionTimeout(_)
     ) {
         // Closing the connection alone would let a running statement, and whatever is queued
         // behind it in the backend's socket, run to the end and commit. When the session's access
@@ -435,6 +494,31 @@ where
             format!(
                 "terminating connection because your token expired at {}: log in again for a new token",
                 humantime::format_rfc3339_seconds(ctx.policy.identity.expires_at)
+            ),
+        )),
+        SessionEnd::MaxDuration(limit) => Some((
+            sqlstate::ADMIN_SHUTDOWN,
+            format!(
+                "terminating connection: sessions as {} on target \"{}\" last at most {}; \
+                 connect again",
+                ctx.policy.request.role,
+                ctx.policy.request.target,
+                humantime::format_duration(*limit)
+            ),
+        )),
+        SessionEnd::IdleTimeout(limit) => Some((
+            sqlstate::IDLE_SESSION_TIMEOUT,
+            format!(
+                "terminating connection due to idle-session timeout: idle for {}; connect again",
+                humantime::format_duration(*limit)
+            ),
+        )),
+        SessionEnd::IdleInTransactionTimeout(limit) => Some((
+            sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            format!(
+                "terminating connection due to idle-in-transaction timeout: idle in a \
+                 transaction for {}; the transaction was rolled back",
+                humantime::format_duration(*limit)
             ),
         )),
         SessionEnd::Ended(request) => Some((

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use postern_config::{
     AuditConfig, Config, IssuerConfig, JwksSource, ListenConfig, PolicyConfig, PoolConfig,
-    RoleRule, SecretSource, StoreConfig, TargetConfig, TlsFiles, UpstreamLogin, UpstreamMode,
-    UpstreamTls,
+    RoleRule, SecretSource, SessionLimits, StoreConfig, TargetConfig, TlsFiles, UpstreamLogin,
+    UpstreamMode, UpstreamTls,
 };
 
 use crate::cluster::{ClusterError, PgCluster};
@@ -127,6 +127,7 @@ pub fn demo_config(
         ],
         ephemeral: None,
         pool: PoolConfig::default(),
+        sessions: SessionLimits::default(),
     };
     let mut targets = BTreeMap::new();
     targets.insert(DEMO_TARGET.to_owned(), target);
