@@ -141,8 +141,8 @@ def markdown(meta, summary, idle):
         "**postern**: Postern with token authentication (an RS256 JWT as the password, its "
         "signature verified against a JWKS), Cedar policy (defaults plus one permit file) on "
         "every statement, and the JSON-lines audit log, in `role_login` mode with signed claims "
-        "(`postern setup-db`). **Postern has no connection pool yet**: every client session "
-        "opens its own upstream connection."
+        "(`postern setup-db`), with **session pooling** (a client holds a server connection for "
+        "its session; it is reset and reused by the next client)."
     )
     add(
         f"- All three take TLS (`sslmode=require`, the same self-signed P-256 certificate) and a "
@@ -213,7 +213,8 @@ def markdown(meta, summary, idle):
             "size (PSS, shared pages divided among the processes sharing them) of the "
             "postmaster and all its backends, divided by the same number. For direct, that is "
             "the cost of a backend per client; PgBouncer holds idle clients without a server "
-            "connection; Postern, without a pool, makes PostgreSQL hold one backend per client."
+            "connection; Postern's session pool takes a server connection at login, so PostgreSQL "
+            "holds one backend per idle client."
         )
         add("")
         add(
