@@ -110,6 +110,20 @@ async fn caller(
     Ok(control.authenticate(token, peer.ip()).await?)
 }
 
+/// A reason for ending sessions or revoking access: the users affected are shown it.
+fn reason(given: &str) -> Result<&str, ApiError> {
+    let reason = given.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "give a reason of 1 to {MAX_REASON} characters: the users affected are shown it"
+            ),
+        ));
+    }
+    Ok(reason)
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -143,13 +157,7 @@ async fn end_session(
     Json(body): Json<EndSession>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&control, &headers, peer).await?;
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("give a reason of 1 to {MAX_REASON} characters: the user is shown it"),
-        ));
-    }
+    let reason = reason(&body.reason)?;
     let ended = control.end_session(&caller, &id, reason).await?;
     Ok(Json(json!({ "ended": ended })).into_response())
 }
@@ -181,13 +189,7 @@ async fn revoke(
     Json(body): Json<Revoke>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&control, &headers, peer).await?;
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("give a reason of 1 to {MAX_REASON} characters: the users are shown it"),
-        ));
-    }
+    let reason = reason(&body.reason)?;
     let lasts = body
         .lasts
         .as_deref()

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use postern_identity::{Identity, IdentityKind};
+use postern_sql::Analysis;
 use postern_wire::backend::TransactionStatus;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -36,16 +37,16 @@ pub struct LiveSession {
 }
 
 /// What a session is doing, as its relay last reported.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone)]
 struct Activity {
     state: SessionState,
-    /// The statement running, or the last one (redacted).
-    statement: Option<String>,
+    /// The statement running, or the last one: the classifier's shared analysis, so reporting it
+    /// copies nothing; its redacted text is shortened only when listed.
+    statement: Option<Arc<Analysis>>,
     statements: u64,
     refused: u64,
     /// When `state` last changed (a statement sent, a ReadyForQuery).
-    #[serde(skip)]
-    since: Option<Instant>,
+    since: Instant,
 }
 
 /// A session's state, as PostgreSQL's `pg_stat_activity` names them.
@@ -146,7 +147,7 @@ impl Sessions {
                 statement: None,
                 statements: 0,
                 refused: 0,
-                since: Some(Instant::now()),
+                since: Instant::now(),
             }),
             end: CancellationToken::new(),
             ended_by: Mutex::new(None),
@@ -199,18 +200,27 @@ impl Sessions {
         covered: impl Fn(&LiveSession) -> bool,
         request: &EndRequest,
     ) -> Vec<SessionSnapshot> {
-        let sessions: Vec<Arc<LiveSession>> = self
+        self.end_each(|session| covered(session).then(|| request.clone()))
+    }
+
+    /// Ends every live session not already ending for which `request_for` gives a request;
+    /// returns them as they were.
+    pub fn end_each(
+        &self,
+        request_for: impl Fn(&LiveSession) -> Option<EndRequest>,
+    ) -> Vec<SessionSnapshot> {
+        let ending: Vec<(Arc<LiveSession>, EndRequest)> = self
             .live
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .filter(|s| covered(s))
-            .cloned()
+            .filter(|s| !s.end.is_cancelled())
+            .filter_map(|s| Some((Arc::clone(s), request_for(s)?)))
             .collect();
-        sessions
-            .iter()
-            .map(|session| {
-                session.end(request.clone());
+        ending
+            .into_iter()
+            .map(|(session, request)| {
+                session.end(request);
                 session.snapshot()
             })
             .collect()
@@ -242,16 +252,12 @@ impl LiveSession {
     }
 
     /// A statement was forwarded.
-    pub fn statement_started(&self, redacted_sql: &str) {
+    pub fn statement_started(&self, analysis: &Arc<Analysis>) {
         let mut activity = self.activity();
         activity.state = SessionState::Active;
-        activity.since = Some(Instant::now());
+        activity.since = Instant::now();
         activity.statements += 1;
-        let text = match redacted_sql.char_indices().nth(MAX_LISTED_STATEMENT) {
-            Some((end, _)) => format!("{}…", &redacted_sql[..end]),
-            None => redacted_sql.to_owned(),
-        };
-        activity.statement = Some(text);
+        activity.statement = Some(Arc::clone(analysis));
     }
 
     /// A statement was refused.
@@ -267,13 +273,13 @@ impl LiveSession {
             TransactionStatus::InTransaction => SessionState::IdleInTransaction,
             TransactionStatus::Failed => SessionState::IdleInFailedTransaction,
         };
-        activity.since = Some(Instant::now());
+        activity.since = Instant::now();
     }
 
     /// The session's state and since when it holds.
     pub fn state_since(&self) -> (SessionState, Instant) {
         let activity = self.activity();
-        (activity.state, activity.since.unwrap_or_else(Instant::now))
+        (activity.state, activity.since)
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
@@ -295,7 +301,13 @@ impl LiveSession {
             started_at: self.started_at,
             token_expires_at: self.identity.expires_at,
             state: activity.state,
-            statement: activity.statement,
+            statement: activity.statement.map(|analysis| {
+                let sql = analysis.redacted.as_str();
+                match sql.char_indices().nth(MAX_LISTED_STATEMENT) {
+                    Some((end, _)) => format!("{}…", &sql[..end]),
+                    None => sql.to_owned(),
+                }
+            }),
             statements: activity.statements,
             refused: activity.refused,
         }

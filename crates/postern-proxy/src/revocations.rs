@@ -62,38 +62,30 @@ impl Revocations {
     }
 }
 
-/// Ends the live sessions `set` covers at `now`.
+/// Ends the live sessions `set` covers at `now` (each by the first revocation covering it),
+/// except those already ending.
 pub(crate) fn end_covered(set: &RevocationSet, sessions: &Sessions, now: SystemTime) -> usize {
     if set.is_empty() {
         return 0;
     }
     let now = unix_seconds(now);
-    let covering = |session: &LiveSession| {
-        let identity = &session.identity;
-        set.covering(
-            &identity.issuer,
-            &identity.subject,
-            &identity.groups,
-            identity.token_id.as_deref(),
-            now,
-        )
-        .cloned()
-    };
-    let mut ended = 0;
-    for revocation in set.iter() {
-        let request = EndRequest {
-            kind: EndKind::Revoked,
-            by: revocation.created_by.clone(),
-            reason: revocation.reason.clone(),
-        };
-        ended += sessions
-            .end_where(
-                |session| covering(session).is_some_and(|r| r.id == revocation.id),
-                &request,
-            )
-            .len();
-    }
-    ended
+    sessions
+        .end_each(|session: &LiveSession| {
+            let identity = &session.identity;
+            let revocation = set.covering(
+                &identity.issuer,
+                &identity.subject,
+                &identity.groups,
+                identity.token_id.as_deref(),
+                now,
+            )?;
+            Some(EndRequest {
+                kind: EndKind::Revoked,
+                by: revocation.created_by.clone(),
+                reason: revocation.reason.clone(),
+            })
+        })
+        .len()
 }
 
 /// The message of a login refused by `revocation`.

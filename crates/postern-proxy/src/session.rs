@@ -785,21 +785,7 @@ impl<'a> Frontend<'a> {
                     Ok(policies) => {
                         self.forget_changed_names(&analysis);
                         self.remember_prepared(&analysis);
-                        self.ctx.live.statement_started(record.sql());
-                        audit_events.push(events::statement(
-                            &self.ctx.base_event,
-                            id,
-                            "simple",
-                            &record,
-                            None,
-                            &policies,
-                        ));
-                        Action::AuditThenForward {
-                            frame,
-                            event: audit_events.len() - 1,
-                            id,
-                            simple: true,
-                        }
+                        self.allowed(frame, id, &record, &policies, true, audit_events)
                     }
                     Err(denied) => {
                         audit_events.push(events::statement(
@@ -982,84 +968,86 @@ impl<'a> Frontend<'a> {
                     .names
                     .candidates(Namespace::Portal, portal, self.cycle)
                     .records;
-                if records.is_empty() {
-                    let count = if max_rows > 0 {
-                        max_rows.to_string()
-                    } else {
-                        "ALL".to_owned()
-                    };
-                    records.push(
-                        self.described(&format!("FETCH {count} FROM {}", quote_ident(portal))),
-                    );
-                }
+                // What runs, unless an unanswered message failed: the latest candidate, or the
+                // FETCH an Execute of a portal this session did not Bind is.
+                let latest = match records.last() {
+                    Some(latest) => Arc::clone(latest),
+                    None => {
+                        let count = if max_rows > 0 {
+                            max_rows.to_string()
+                        } else {
+                            "ALL".to_owned()
+                        };
+                        let fetch =
+                            self.described(&format!("FETCH {count} FROM {}", quote_ident(portal)));
+                        records.push(Arc::clone(&fetch));
+                        fetch
+                    }
+                };
                 let id = self.next_statement_id();
                 // Decided again at every execution: the policy set may have been reloaded, or
                 // a condition (time of day) may have changed since the Parse. When the portal
-                // may hold one of several statements, each must be allowed; the audit event
-                // names the latest, which is what runs unless an unanswered message failed.
-                let mut verdict = Ok(Vec::new());
+                // may hold one of several statements, each must be allowed.
+                let mut policies = Vec::new();
                 for candidate in &records {
                     match self.check(&candidate.analysis) {
-                        Ok(policies) => {
-                            if let Ok(all) = &mut verdict {
-                                all.extend(policies);
-                            }
-                        }
+                        Ok(allowed) => policies.extend(allowed),
                         Err(denied) => {
-                            verdict = Err((Arc::clone(candidate), denied));
-                            break;
+                            audit_events.push(events::statement(
+                                &self.ctx.base_event,
+                                id,
+                                "extended",
+                                candidate,
+                                Some((denied.reason, denied.message.as_str())),
+                                &denied.policies,
+                            ));
+                            return Action::RefuseExtended {
+                                statement: self.stand_in_name(),
+                                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                                message: denied.message,
+                                detail: denied.detail,
+                            };
                         }
                     }
                 }
-                let record = match &verdict {
-                    Err((denied, _)) => Arc::clone(denied),
-                    Ok(_) => records.last().map(Arc::clone).unwrap_or_else(|| {
-                        self.described(&format!("FETCH ALL FROM {}", quote_ident(portal)))
-                    }),
-                };
-                match verdict.map_err(|(_, denied)| denied) {
-                    Ok(mut policies) => {
-                        policies.sort_unstable();
-                        policies.dedup();
-                        for candidate in &records {
-                            self.remember_prepared(&candidate.analysis);
-                        }
-                        self.ctx.live.statement_started(record.sql());
-                        audit_events.push(events::statement(
-                            &self.ctx.base_event,
-                            id,
-                            "extended",
-                            &record,
-                            None,
-                            &policies,
-                        ));
-                        Action::AuditThenForward {
-                            frame,
-                            event: audit_events.len() - 1,
-                            id,
-                            simple: false,
-                        }
-                    }
-                    Err(denied) => {
-                        audit_events.push(events::statement(
-                            &self.ctx.base_event,
-                            id,
-                            "extended",
-                            &record,
-                            Some((denied.reason, denied.message.as_str())),
-                            &denied.policies,
-                        ));
-                        Action::RefuseExtended {
-                            statement: self.stand_in_name(),
-                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                            message: denied.message,
-                            detail: denied.detail,
-                        }
-                    }
+                policies.sort_unstable();
+                policies.dedup();
+                for candidate in &records {
+                    self.remember_prepared(&candidate.analysis);
                 }
+                self.allowed(frame, id, &latest, &policies, false, audit_events)
             }
             frontend::FUNCTION_CALL => Action::RefuseQuery(guard::check_fastpath().message, None),
             _ => Action::Forward(frame),
+        }
+    }
+
+    /// An allowed Query or Execute: reported to the registry, its audit event queued, forwarded
+    /// once that is written.
+    fn allowed(
+        &self,
+        frame: Frame,
+        id: u64,
+        record: &StatementRecord,
+        policies: &[String],
+        simple: bool,
+        audit_events: &mut Vec<Map<String, Value>>,
+    ) -> Action {
+        self.ctx.live.statement_started(&record.analysis);
+        let protocol = if simple { "simple" } else { "extended" };
+        audit_events.push(events::statement(
+            &self.ctx.base_event,
+            id,
+            protocol,
+            record,
+            None,
+            policies,
+        ));
+        Action::AuditThenForward {
+            frame,
+            event: audit_events.len() - 1,
+            id,
+            simple,
         }
     }
 
