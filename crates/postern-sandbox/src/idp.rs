@@ -4,14 +4,21 @@
 //! It owns signing keys persisted in a directory ([`DevKeys`]), token minting ([`TokenRequest`])
 //! and a loopback HTTP server ([`DevIdentityProvider`]) publishing OIDC discovery and the JWK
 //! Set, which is how Postern's verifier finds the keys — exactly as it would with a real
-//! provider. It does not verify tokens (that is `postern-identity`), and nothing here is meant
-//! for production: the keys sit unencrypted on disk.
+//! provider — and the authorization code flow with PKCE, which is how a browser signs in to
+//! Postern's console. It does not verify tokens (that is `postern-identity`), and nothing here
+//! is meant for production: the keys sit unencrypted on disk, and the sign-in form asks for no
+//! password.
 //!
 //! # Layout
 //! - [`keys`]: key generation, persistence (0600 PEM files), JWKS, signing.
 //! - [`token`]: [`TokenRequest`] and the claims it produces.
+//! - [`authorize`]: `/authorize` (sign-in form, one-time codes) and `/token` (code + PKCE
+//!   verifier → tokens).
+//! - [`form`]: form encoding and HTML escaping for those endpoints.
 //! - this file: the HTTP server and the issuer file that lets another process find it.
 
+mod authorize;
+mod form;
 mod keys;
 mod token;
 
@@ -24,10 +31,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+pub use authorize::{AUTHORIZE_PATH, CODE_TTL, MAX_PENDING_CODES, TOKEN_PATH};
 pub use keys::{DevAlgorithm, DevKeys, EC_KEY_FILE, EC_KID, RSA_KEY_FILE, RSA_KID};
 pub use token::{DEFAULT_TTL, TokenRequest};
 
@@ -101,6 +109,8 @@ pub struct DevIdentityProvider {
     keys: Arc<DevKeys>,
     /// How many times the JWKS has been served; tests assert refresh behaviour with it.
     jwks_requests: Arc<AtomicU64>,
+    /// Authorization codes not yet exchanged, shared with the server task.
+    codes: Arc<authorize::Codes>,
     /// Dropping (or sending on) this tells the server task to shut down.
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -118,6 +128,8 @@ struct ServerState {
     issuer: Arc<str>,
     keys: Arc<DevKeys>,
     jwks_requests: Arc<AtomicU64>,
+    /// Authorization codes issued and not yet exchanged.
+    codes: Arc<authorize::Codes>,
 }
 
 impl DevIdentityProvider {
@@ -149,14 +161,18 @@ impl DevIdentityProvider {
         write_issuer(dir, &issuer)?;
 
         let jwks_requests = Arc::new(AtomicU64::new(0));
+        let codes = Arc::new(authorize::Codes::default());
         let state = ServerState {
             issuer: issuer.as_str().into(),
             keys: Arc::clone(&keys),
             jwks_requests: Arc::clone(&jwks_requests),
+            codes: Arc::clone(&codes),
         };
         let app = Router::new()
             .route(DISCOVERY_PATH, get(discovery))
             .route(JWKS_PATH, get(jwks))
+            .route(AUTHORIZE_PATH, get(authorize::form).post(authorize::submit))
+            .route(TOKEN_PATH, post(authorize::token))
             .with_state(state);
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -174,6 +190,7 @@ impl DevIdentityProvider {
             issuer,
             keys,
             jwks_requests,
+            codes,
             shutdown: Some(shutdown),
         })
     }
@@ -196,6 +213,16 @@ impl DevIdentityProvider {
     /// How many times the JWK Set has been requested.
     pub fn jwks_requests(&self) -> u64 {
         self.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    /// How many authorization codes are issued and not yet exchanged (expired ones included
+    /// until the next sign-in prunes them).
+    pub fn pending_codes(&self) -> usize {
+        self.codes
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// A request for a token from this provider: audience [`DEV_AUDIENCE`], 15 minutes, RS256.
@@ -252,8 +279,14 @@ async fn discovery(State(state): State<ServerState>) -> impl IntoResponse {
     let document = json!({
         "issuer": &*state.issuer,
         "jwks_uri": format!("{}{JWKS_PATH}", state.issuer),
+        "authorization_endpoint": format!("{}{AUTHORIZE_PATH}", state.issuer),
+        "token_endpoint": format!("{}{TOKEN_PATH}", state.issuer),
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-        "response_types_supported": ["id_token"],
+        "response_types_supported": ["code", "id_token"],
+        "grant_types_supported": ["authorization_code"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": ["openid"],
         "subject_types_supported": ["public"],
     });
     ([(header::CONNECTION, "close")], axum::Json(document))
@@ -271,6 +304,7 @@ async fn jwks(State(state): State<ServerState>) -> impl IntoResponse {
 mod tests {
     use std::time::Duration;
 
+    use base64::Engine as _;
     use jsonwebtoken::jwk::JwkSet;
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
     use serde_json::{Map, Value};
@@ -278,14 +312,24 @@ mod tests {
 
     use super::*;
 
-    /// A minimal HTTP/1.1 GET, so the test exercises the real server without an HTTP client
-    /// dependency. Returns the status code and the body.
-    async fn get(url: &str) -> (u16, String) {
+    /// A minimal HTTP/1.1 exchange, so the tests exercise the real server without an HTTP
+    /// client dependency. `form` makes it a POST of that form body. Returns the status code, the
+    /// header block (names lower-cased) and the body.
+    async fn http(url: &str, form: Option<&str>) -> (u16, String, String) {
         let rest = url.strip_prefix("http://").unwrap();
         let (authority, path) = rest.split_at(rest.find('/').unwrap());
         let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        let request = match form {
+            None => {
+                format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+            }
+            Some(body) => format!(
+                "POST {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        };
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         tokio::time::timeout(
@@ -296,7 +340,19 @@ mod tests {
         .unwrap()
         .unwrap();
         let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-        let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let head: Vec<String> = head
+            .lines()
+            .map(|line| match line.split_once(':') {
+                Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),
+                None => line.to_owned(),
+            })
+            .collect();
+        (status, head.join("\n"), body.to_owned())
+    }
+
+    async fn get(url: &str) -> (u16, String) {
+        let (status, _, body) = http(url, None).await;
         (status, body)
     }
 
@@ -389,6 +445,233 @@ mod tests {
         drop(first);
         let keys = DevKeys::load_or_create(dir.path()).unwrap();
         assert_eq!(keys.jwks(), jwks);
+    }
+
+    /// A PKCE verifier and its S256 challenge.
+    fn pkce() -> (String, String) {
+        let verifier = "a-fixed-verifier-of-enough-length-0123456789_~.".to_owned();
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()),
+        );
+        (verifier, challenge)
+    }
+
+    const REDIRECT: &str = "http://127.0.0.1:6480/console/callback";
+
+    fn authorization_query(challenge: &str, state: &str) -> String {
+        format!(
+            "response_type=code&client_id=postern-console&redirect_uri={}&state={}\
+             &nonce=n-123&code_challenge={challenge}&code_challenge_method=S256",
+            form::encode(REDIRECT),
+            form::encode(state),
+        )
+    }
+
+    /// Signs in on the form as `subject` in `groups`; returns the code the redirect carries.
+    async fn sign_in(
+        idp: &DevIdentityProvider,
+        challenge: &str,
+        subject: &str,
+        groups: &str,
+    ) -> String {
+        let body = format!(
+            "{}&subject={}&groups={}",
+            authorization_query(challenge, "st/ate"),
+            form::encode(subject),
+            form::encode(groups)
+        );
+        let (status, head, _) =
+            http(&format!("{}{AUTHORIZE_PATH}", idp.issuer()), Some(&body)).await;
+        assert_eq!(status, 303, "{head}");
+        let location = head
+            .lines()
+            .find_map(|line| line.strip_prefix("location: "))
+            .unwrap();
+        let query = location
+            .strip_prefix(&format!("{REDIRECT}?"))
+            .unwrap_or_else(|| panic!("redirected to {location}"));
+        let params = form::Params::parse(query).unwrap();
+        assert_eq!(params.get("state"), Some("st/ate"));
+        params.get("code").unwrap().to_owned()
+    }
+
+    fn exchange_body(code: &str, verifier: &str) -> String {
+        format!(
+            "grant_type=authorization_code&code={}&code_verifier={verifier}&redirect_uri={}\
+             &client_id=postern-console",
+            form::encode(code),
+            form::encode(REDIRECT)
+        )
+    }
+
+    async fn exchange(idp: &DevIdentityProvider, body: &str) -> (u16, Value) {
+        let (status, head, body) = http(&format!("{}{TOKEN_PATH}", idp.issuer()), Some(body)).await;
+        assert!(head.contains("cache-control: no-store"), "{head}");
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn discovery_advertises_the_code_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DevIdentityProvider::start(dir.path()).await.unwrap();
+        let (_, body) = get(&format!("{}{DISCOVERY_PATH}", idp.issuer())).await;
+        let document: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            document["authorization_endpoint"],
+            format!("{}/authorize", idp.issuer())
+        );
+        assert_eq!(
+            document["token_endpoint"],
+            format!("{}/token", idp.issuer())
+        );
+        assert_eq!(
+            document["code_challenge_methods_supported"],
+            json!(["S256"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_browser_signs_in_with_a_code_and_pkce() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DevIdentityProvider::start(dir.path()).await.unwrap();
+        let (verifier, challenge) = pkce();
+
+        // The form: what it says, the parameters carried along (escaped), and a policy that lets
+        // it post here and be redirected to the client only.
+        let url = format!(
+            "{}{AUTHORIZE_PATH}?{}",
+            idp.issuer(),
+            authorization_query(&challenge, "<x\">")
+        );
+        let (status, head, page) = http(&url, None).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(
+            page.contains("Development sign-in — no password: this provider is for trying Postern")
+        );
+        assert!(page.contains("name=\"subject\""));
+        assert!(page.contains("value=\"&lt;x&quot;&gt;\""), "{page}");
+        assert!(!page.contains("<x\""));
+        assert!(
+            head.contains("form-action 'self' http://127.0.0.1:6480;"),
+            "{head}"
+        );
+        assert!(head.contains("default-src 'none'"), "{head}");
+
+        let code = sign_in(&idp, &challenge, "dana@example.com", "dbas, ops").await;
+        let (status, tokens) = exchange(&idp, &exchange_body(&code, &verifier)).await;
+        assert_eq!(status, 200, "{tokens}");
+        assert_eq!(tokens["token_type"], "Bearer");
+        assert_eq!(tokens["expires_in"], DEFAULT_TTL.as_secs());
+        let (_, body) = get(&idp.jwks_uri()).await;
+        let jwks: Value = serde_json::from_str(&body).unwrap();
+        let access = verify(
+            tokens["access_token"].as_str().unwrap(),
+            &jwks,
+            Algorithm::RS256,
+        );
+        assert_eq!(access["sub"], "dana@example.com");
+        assert_eq!(access["aud"], DEV_AUDIENCE);
+        assert_eq!(access["iss"], idp.issuer());
+        assert_eq!(access["groups"], json!(["dbas", "ops"]));
+        let id = verify(
+            tokens["id_token"].as_str().unwrap(),
+            &jwks,
+            Algorithm::RS256,
+        );
+        assert_eq!(id["sub"], "dana@example.com");
+        assert_eq!(id["nonce"], "n-123");
+
+        // Codes are single-use.
+        let (status, answer) = exchange(&idp, &exchange_body(&code, &verifier)).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_code_needs_its_verifier_and_is_spent_by_a_wrong_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DevIdentityProvider::start(dir.path()).await.unwrap();
+        let (verifier, challenge) = pkce();
+
+        let code = sign_in(&idp, &challenge, "mallory", "").await;
+        let wrong = "b".repeat(43);
+        let (status, answer) = exchange(&idp, &exchange_body(&code, &wrong)).await;
+        assert_eq!(status, 400);
+        assert_eq!(answer["error"], "invalid_grant");
+        assert!(
+            answer["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("code_challenge")
+        );
+        let (status, _) = exchange(&idp, &exchange_body(&code, &verifier)).await;
+        assert_eq!(status, 400, "a code tried once is gone");
+
+        // Another redirect URI or client than the authorization's.
+        let code = sign_in(&idp, &challenge, "mallory", "").await;
+        let body = exchange_body(&code, &verifier).replace("postern-console", "other");
+        assert_eq!(exchange(&idp, &body).await.1["error"], "invalid_grant");
+
+        // A code past its time.
+        let code = sign_in(&idp, &challenge, "mallory", "").await;
+        if let Some(pending) = idp.codes.pending.lock().unwrap().get_mut(&code) {
+            pending.expires = std::time::Instant::now();
+        }
+        let (status, answer) = exchange(&idp, &exchange_body(&code, &verifier)).await;
+        assert_eq!(status, 400);
+        assert_eq!(answer["error_description"], "the code has expired");
+
+        // Not a code exchange at all.
+        let (status, answer) = exchange(&idp, "grant_type=password&username=x").await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("unsupported_grant_type"))
+        );
+        let (status, answer) = exchange(&idp, "grant_type=authorization_code&code=x").await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        assert_eq!(idp.pending_codes(), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_authorization_requests_are_refused_without_a_redirect() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DevIdentityProvider::start(dir.path()).await.unwrap();
+        let (_, challenge) = pkce();
+        let good = authorization_query(&challenge, "s");
+        for (change, why) in [
+            (good.replace("127.0.0.1%3A6480", "evil.example"), "loopback"),
+            (good.replace("S256", "plain"), "S256"),
+            (
+                good.replace("response_type=code", "response_type=token"),
+                "code flow",
+            ),
+            (good.replace(&challenge, "short"), "code_challenge"),
+            (good.replace("&nonce=n-123", ""), "nonce is missing"),
+            (good.replace("&state=s", ""), "state is missing"),
+            (format!("{good}&state=t"), "more than once"),
+        ] {
+            let url = format!("{}{AUTHORIZE_PATH}?{change}", idp.issuer());
+            let (status, head, page) = http(&url, None).await;
+            assert_eq!(status, 400, "{change}");
+            assert!(!head.contains("location:"), "{head}");
+            assert!(page.contains(why), "{why}: {page}");
+            // The form's POST checks everything again.
+            let body = format!("{change}&subject=x");
+            let (status, head, _) =
+                http(&format!("{}{AUTHORIZE_PATH}", idp.issuer()), Some(&body)).await;
+            assert_eq!(status, 400, "{change}");
+            assert!(!head.contains("location:"), "{head}");
+        }
+        let body = format!("{good}&subject=");
+        let (status, _, page) =
+            http(&format!("{}{AUTHORIZE_PATH}", idp.issuer()), Some(&body)).await;
+        assert_eq!(status, 400);
+        assert!(page.contains("subject is missing"), "{page}");
     }
 
     #[tokio::test]
