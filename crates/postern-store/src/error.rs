@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use crate::RequestState;
+
 /// An error from [`Store`](crate::Store).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,6 +80,31 @@ pub enum StoreError {
         field: &'static str,
         problem: &'static str,
     },
+    /// The request, grant, … the caller named does not exist. (No file named: the message may be
+    /// shown to an API client.)
+    #[error("no {what} {id}")]
+    NotFound { what: &'static str, id: String },
+    /// The approval request is not in a state that allows the change. (No file named: the
+    /// message may be shown to an API client.)
+    #[error("approval request {request_id}: {reason}")]
+    Conflict {
+        request_id: String,
+        reason: ConflictReason,
+    },
+}
+
+/// Why an approval request refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConflictReason {
+    /// Votes are taken only while the request is pending.
+    #[error("it is {state}, no longer pending")]
+    NotPending { state: RequestState },
+    /// Each approver votes once; a vote is not changed afterwards.
+    #[error("{approver_subject} ({approver_issuer}) has already voted")]
+    AlreadyVoted {
+        approver_subject: String,
+        approver_issuer: String,
+    },
 }
 
 impl StoreError {
@@ -94,6 +121,8 @@ impl StoreError {
             Self::Query { .. } => "query",
             Self::Corrupt { .. } => "corrupt",
             Self::Invalid { .. } => "invalid",
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
         }
     }
 }

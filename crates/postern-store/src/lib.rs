@@ -1,9 +1,10 @@
 //! The control plane's persistent state: what must outlive a Postern process and be seen by every
 //! Postern process that shares the store.
 //!
-//! Today that is revocations (issue 5); approvals, grants, sessions and signing keys follow. The
-//! store is an embedded SQLite file (through sqlx, with SQLite bundled); a PostgreSQL backend for
-//! several instances is planned behind the same API.
+//! Today that is revocations (issue 5) and just-in-time approvals: requests held for approvers,
+//! their votes, and the grants approvals make. Sessions and signing keys follow. The store is an
+//! embedded SQLite file (through sqlx, with SQLite bundled); a PostgreSQL backend for several
+//! instances is planned behind the same API.
 //!
 //! # Layout
 //!
@@ -14,7 +15,11 @@
 //! - `revocation.rs`: revocations as plain data, and the pure check the proxy runs on every
 //!   connection ([`Revocation::covers`], [`RevocationSet::covering`]) without touching the file.
 //!   `revocation/table.rs`: reading and writing them.
-//! - `error.rs`: [`StoreError`], naming the file and the operation.
+//! - `approval.rs`: approval requests, votes and grants as plain data, and what a grant covers
+//!   ([`Grant::covers_statement`], [`Grant::covers_actions`]); `approval/tally.rs`: deciding a
+//!   request from its votes ([`ApprovalRequest::tally`]); `approval/table.rs`: reading and
+//!   writing them, a vote and the grant it makes in one write transaction.
+//! - `error.rs`: [`StoreError`], naming the file and the operation; [`ConflictReason`].
 //!
 //! # Time
 //!
@@ -28,6 +33,7 @@
 //! whose future is dropped may or may not have been committed, so a caller that must know reads
 //! the list again.
 
+mod approval;
 mod error;
 mod migrate;
 mod revocation;
@@ -39,7 +45,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use error::StoreError;
+pub use approval::{
+    ActionOn, ApprovalRequest, Grant, GrantScope, GrantTerms, MAX_ACTIONS, MAX_CONTEXT_BYTES,
+    MAX_GROUPS, MAX_JUSTIFICATION_CHARS, MAX_PREVIEW_BYTES, MAX_REQUIREMENTS, MAX_STATEMENT_BYTES,
+    NewApprovalRequest, NewVote, RequestState, Requirement, Tally, Verdict, Vote, VoteOutcome,
+};
+pub use error::{ConflictReason, StoreError};
 pub use revocation::{
     MAX_NAME_BYTES, MAX_REASON_BYTES, NewRevocation, Revocation, RevocationScope, RevocationSet,
 };
@@ -149,6 +160,15 @@ impl Store {
     fn location(&self) -> PathBuf {
         self.path.to_path_buf()
     }
+
+    /// A failed query, named.
+    fn query_error(&self, operation: &'static str, source: sqlx::Error) -> StoreError {
+        StoreError::Query {
+            path: self.location(),
+            operation,
+            source,
+        }
+    }
 }
 
 /// Opens the pool, whose first connection sets the pragmas at once: a file that is not a database
@@ -187,8 +207,9 @@ async fn connect(options: SqliteConnectOptions, path: &Path) -> Result<SqlitePoo
 }
 
 /// Creates the store's directory (0700) and file (0600) if absent, so that SQLite never creates
-/// them with the process's umask: the store holds who was revoked and why. An existing file is
-/// left as it is. (SQLite gives the `-wal` and `-shm` files the database file's permissions.)
+/// them with the process's umask: the store holds who was revoked and why, and who may run what.
+/// An existing file is left as it is. (SQLite gives the `-wal` and `-shm` files the database
+/// file's permissions.)
 fn create_file(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         let mut builder = std::fs::DirBuilder::new();

@@ -26,11 +26,18 @@ struct Migration {
 }
 
 /// Every migration, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "revocations",
-    sql: include_str!("../migrations/0001_revocations.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "revocations",
+        sql: include_str!("../migrations/0001_revocations.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "approvals",
+        sql: include_str!("../migrations/0002_approvals.sql"),
+    },
+];
 
 /// Which migrations have been applied to this file.
 const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS postern_schema (

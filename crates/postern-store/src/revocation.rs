@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
-/// The longest subject, issuer, group, token id or approver name a revocation may hold.
+/// The longest subject, issuer, group, token id or person's name a revocation, approval request,
+/// vote or grant may hold (and the longest target, role, policy, action or resource).
 pub const MAX_NAME_BYTES: usize = 1024;
 
 /// The longest reason a revocation may give.
@@ -234,7 +235,7 @@ impl From<Vec<Revocation>> for RevocationSet {
 }
 
 /// A subject, issuer, group, token id or person's name: present, and bounded.
-fn check_name(field: &'static str, value: &str) -> Result<(), StoreError> {
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), StoreError> {
     if value.trim().is_empty() {
         return Err(StoreError::Invalid {
             field,

@@ -134,14 +134,6 @@ impl Store {
         row.map(|row| self.revocation(OPERATION, &row)).transpose()
     }
 
-    fn query_error(&self, operation: &'static str, source: sqlx::Error) -> StoreError {
-        StoreError::Query {
-            path: self.location(),
-            operation,
-            source,
-        }
-    }
-
     fn revocation(
         &self,
         operation: &'static str,
