@@ -6,6 +6,7 @@
 //! passed down explicitly.
 
 mod admin;
+mod approvals;
 mod error;
 mod issuer;
 mod limits;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
+pub use approvals::{ApprovalsConfig, WebhookConfig};
 pub use error::{ConfigError, Problem};
 pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
 pub use limits::{Limits, SessionLimits};
@@ -58,6 +60,9 @@ pub struct Config {
     /// The admin HTTP API; off when absent.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// How statements held for approval wait, and the approver groups' webhooks.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
 }
 
 /// The audit trail's destination.
@@ -104,6 +109,7 @@ impl Config {
         if let Some(admin) = &self.admin {
             admin.validate(&mut problems);
         }
+        self.approvals.validate(&mut problems);
         if self.issuers.is_empty() {
             problems.push(Problem::new(
                 "issuers",

@@ -17,6 +17,41 @@ struct Entry {
     secret_key: i32,
     endpoint: Arc<Endpoint>,
     upstream: BackendKeyData,
+    /// The session's own signal: a statement Postern holds for approval has not reached the
+    /// server, so only Postern can cancel it.
+    signal: Arc<CancelSignal>,
+}
+
+/// Raised by each CancelRequest for a session. A waiter compares the count before and after, so
+/// a cancel that arrived before it started waiting does not cancel what it waits for.
+#[derive(Default)]
+pub struct CancelSignal {
+    raised: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl CancelSignal {
+    /// How many cancels have arrived so far.
+    pub fn count(&self) -> u64 {
+        self.raised.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn raise(&self) {
+        self.raised
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once a cancel arrives after `seen` (a value of [`Self::count`]).
+    pub async fn raised_after(&self, seen: u64) {
+        loop {
+            let notified = self.notify.notified();
+            if self.count() > seen {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The live sessions' cancel keys.
@@ -48,6 +83,7 @@ impl CancelRegistry {
                     secret_key,
                     endpoint: endpoint.clone(),
                     upstream,
+                    signal: Arc::new(CancelSignal::default()),
                 },
             );
             return CancelKey {
@@ -60,7 +96,16 @@ impl CancelRegistry {
         }
     }
 
-    /// Where to send a cancel for `key`, if it names a live session exactly.
+    /// The signal a session's CancelRequests raise.
+    pub fn signal(&self, key: &CancelKey) -> Arc<CancelSignal> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(&key.key.process_id)
+            .map_or_else(Arc::default, |entry| Arc::clone(&entry.signal))
+    }
+
+    /// Where to send a cancel for `key`, if it names a live session exactly; raises the
+    /// session's signal.
     pub fn resolve(&self, key: BackendKeyData) -> Option<(Arc<Endpoint>, BackendKeyData)> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.get(&key.process_id)?;
@@ -69,6 +114,9 @@ impl CancelRegistry {
             &key.secret_key.to_be_bytes(),
         )
         .is_ok();
+        if matches {
+            entry.signal.raise();
+        }
         matches.then(|| (entry.endpoint.clone(), entry.upstream))
     }
 }

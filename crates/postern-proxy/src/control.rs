@@ -1,6 +1,11 @@
 //! [`Control`]: what the control plane (the admin API, the CLI through it) may do to a running
-//! Postern — see and end live sessions — with the caller's identity verified by the same rules
+//! Postern — see and end live sessions, revoke access, decide approval requests
+//! (`control/approvals.rs`) — with the caller's identity verified by the same rules
 //! as clients' and every request decided by the same Cedar policy set, and every change audited.
+
+mod approvals;
+
+pub use approvals::Ballot;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
@@ -32,6 +37,10 @@ pub enum ControlError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the state (a vote on a request already decided, a second
+    /// vote by the same person).
+    #[error("{0}")]
+    Conflict(String),
     /// The audit log could not record the change, so it was not made.
     #[error("the audit log cannot record this change, so it was not made: {0}")]
     Audit(String),
@@ -49,6 +58,8 @@ impl From<StoreError> for ControlError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Invalid { .. } => Self::Invalid(error.to_string()),
+            StoreError::NotFound { .. } => Self::NotFound(error.to_string()),
+            StoreError::Conflict { .. } => Self::Conflict(error.to_string()),
             other => Self::Store(other.to_string()),
         }
     }

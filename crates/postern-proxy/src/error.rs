@@ -21,6 +21,8 @@ pub enum SetupError {
     Policy(String),
     #[error("control store: {0}")]
     Store(#[from] postern_store::StoreError),
+    #[error("approvals: {0}")]
+    Approvals(String),
 }
 
 /// Why a client's connection is refused or ended: sent to the client as a FATAL ErrorResponse

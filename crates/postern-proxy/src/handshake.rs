@@ -477,6 +477,8 @@ impl Connection {
             live: registered.session.clone(),
             limits: target.config.sessions.for_role(&request.role),
             token_grace: target.config.sessions.token_grace,
+            approvals: shared.approvals.clone(),
+            cancel: shared.cancels.signal(&cancel),
             policy: session::SessionPolicyContext {
                 policies: shared.policies.clone(),
                 identity: identity.clone(),

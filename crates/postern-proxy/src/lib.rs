@@ -10,9 +10,12 @@
 //! - `target`: per-target state — endpoint, role passwords Postern sets, the claims key.
 //! - `ephemeral`: the per-identity login roles of `ephemeral_user` mode.
 //! - `claims`: signing `postern.claims`; [`setup_db`]: the SQL that verifies it.
-//! - `cancel`: per-session cancel keys mapped to upstream backends.
+//! - `cancel`: per-session cancel keys mapped to upstream backends, and the signal that cancels
+//!   a statement held for approval.
+//! - [`approvals`]: requests, grants and the wake-ups of statements held for approval.
 //! - `events`: the audit events' fields. `tls`: rustls configuration. `io`: boxed streams.
 
+pub mod approvals;
 mod cancel;
 mod claims;
 pub mod control;
@@ -66,6 +69,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) sessions: Arc<registry::Sessions>,
     pub(crate) revocations: Arc<revocations::Revocations>,
+    pub(crate) approvals: Arc<approvals::Approvals>,
 }
 
 /// Where Postern reads the time for policy conditions (hour, weekday, token age). The system
@@ -113,7 +117,22 @@ impl Proxy {
         }
         let audit = AuditLog::open(&config.audit.path).await?;
         let store = postern_store::Store::open(&config.store.path).await?;
-        let revocations = revocations::Revocations::load(store, (options.clock)()).await?;
+        let revocations = revocations::Revocations::load(store.clone(), (options.clock)()).await?;
+        let notifier = approvals::notifier(&config.approvals)?;
+        let console_url = config.approvals.console_url.clone().or_else(|| {
+            config
+                .admin
+                .as_ref()
+                .map(|admin| format!("http://{}/console/", admin.address))
+        });
+        let approvals = Arc::new(approvals::Approvals::new(
+            store,
+            config.approvals.clone(),
+            console_url,
+            audit.clone(),
+            options.clock.clone(),
+            notifier,
+        ));
         let listener = TcpListener::bind(config.listen.address)
             .await
             .map_err(|source| SetupError::Listen {
@@ -138,6 +157,7 @@ impl Proxy {
                 clock: options.clock,
                 sessions: Arc::new(registry::Sessions::default()),
                 revocations: Arc::new(revocations),
+                approvals,
             }),
             listener,
         })
@@ -176,6 +196,7 @@ impl Proxy {
         let tasks = TaskTracker::new();
         tasks.spawn(prune_pools(shared.clone()));
         tasks.spawn(refresh_revocations(shared.clone()));
+        tasks.spawn(shared.approvals.clone().run(shared.shutdown.clone()));
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Postern is listening");
         loop {
             let accepted = tokio::select! {

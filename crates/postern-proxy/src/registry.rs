@@ -58,6 +58,8 @@ pub enum SessionState {
     IdleInTransaction,
     /// Inside a transaction block that failed: only ROLLBACK will do.
     IdleInFailedTransaction,
+    /// A statement is held until an approver decides on it (no idle limit applies).
+    WaitingForApproval,
 }
 
 /// Why a session is being ended from outside, and by whom.
@@ -258,6 +260,23 @@ impl LiveSession {
         activity.since = Instant::now();
         activity.statements += 1;
         activity.statement = Some(Arc::clone(analysis));
+    }
+
+    /// A statement is held for approval.
+    pub fn waiting_for_approval(&self, analysis: &Arc<Analysis>) {
+        let mut activity = self.activity();
+        activity.state = SessionState::WaitingForApproval;
+        activity.since = Instant::now();
+        activity.statement = Some(Arc::clone(analysis));
+    }
+
+    /// The held statement was decided (it is forwarded or refused next); the session's state is
+    /// what the server last said until it says more.
+    pub fn approval_decided(&self, status: Option<TransactionStatus>) {
+        match status {
+            Some(status) => self.ready(status),
+            None => self.activity().state = SessionState::Active,
+        }
     }
 
     /// A statement was refused.

@@ -37,6 +37,7 @@ use crate::upstream::quote_ident;
 use crate::{Clock, Policies};
 use names::{Names, Namespace};
 
+mod hold;
 mod names;
 
 /// Why a session ended, for the log and the audit trail.
@@ -122,6 +123,11 @@ pub struct SessionContext {
     pub limits: postern_config::Limits,
     /// How long the session may outlive its token.
     pub token_grace: std::time::Duration,
+    /// Where statements that need approval are held and granted.
+    pub approvals: Arc<crate::approvals::Approvals>,
+    /// Raised by the client's CancelRequests: the only way to cancel a held statement, which
+    /// the server has not seen.
+    pub cancel: Arc<crate::cancel::CancelSignal>,
 }
 
 /// How long until `deadline`, zero if it has passed.
@@ -172,6 +178,13 @@ struct InFlight {
 struct PendingRefusal {
     epoch: u64,
     refusal: StandIn,
+}
+
+/// A statement policy allows: by which policies, and whether only once approved (`approvals`
+/// not empty).
+struct Checked {
+    policies: Vec<String>,
+    approvals: Vec<postern_policy::cedar::ApprovalRequirement>,
 }
 
 /// What the client is told in place of the stand-in's error.
@@ -335,7 +348,9 @@ async fn idle_watch(live: &LiveSession, limits: postern_config::Limits) -> Sessi
                 limits.idle_in_transaction_timeout,
                 SessionEnd::IdleInTransactionTimeout,
             ),
-            SessionState::Active => (None, SessionEnd::IdleTimeout),
+            SessionState::Active | SessionState::WaitingForApproval => {
+                (None, SessionEnd::IdleTimeout)
+            }
         };
         // Look again when this state's limit runs out, or sooner: the state may change to one
         // with a shorter limit meanwhile.
@@ -380,6 +395,7 @@ where
         last_status: Some(TransactionStatus::Idle),
         ..Tracker::default()
     });
+    let (notices, notices_out) = tokio::sync::mpsc::unbounded_channel();
     let end = {
         let frontend = Frontend {
             ctx,
@@ -390,6 +406,9 @@ where
             view: None,
             sql_prepared: HashMap::new(),
             request: ctx.policy.request.clone(),
+            notices,
+            reason: None,
+            bound_params: HashMap::new(),
         };
         let client_to_upstream = frontend.run(&mut client_read, client_buffer, &mut upstream_write);
         let upstream_to_client = backend_loop(
@@ -399,6 +418,7 @@ where
             &mut upstream_read,
             &mut upstream_buffer,
             &mut client_write,
+            notices_out,
         );
         let mut upstream_to_client = std::pin::pin!(upstream_to_client);
         let end = tokio::select! {
@@ -566,6 +586,14 @@ struct Frontend<'a> {
     /// set inside a transaction that rolls back, or in a statement that fails, may or may not be
     /// in force, so the union is what surely covers the server's choice).
     request: RequestContext,
+    /// NoticeResponses for the client (a held statement's notices); the backend loop writes
+    /// them between the server's messages.
+    notices: tokio::sync::mpsc::UnboundedSender<BytesMut>,
+    /// The reason given with `SET postern.reason = '…'`, for the approval requests it makes.
+    reason: Option<String>,
+    /// The SHA-256 of the parameters last bound to each portal: a statement-scoped grant covers
+    /// one statement with exactly these values.
+    bound_params: HashMap<String, String>,
 }
 
 /// Most distinct statements one SQL-level prepared statement name is remembered with: a
@@ -597,6 +625,8 @@ enum Action {
         id: u64,
         simple: bool,
     },
+    /// Allowed only once approved: hold it (see `session/hold.rs`).
+    Hold(Box<hold::Held>),
 }
 
 impl<'a> Frontend<'a> {
@@ -635,9 +665,21 @@ impl<'a> Frontend<'a> {
                 frames.truncate(index);
                 violation = Some(error);
             }
+            if frames.is_empty() && violation.is_none() {
+                // Read only when no whole message is buffered: a held statement reads ahead.
+                match client.read_buf(&mut buffer).await {
+                    Ok(0) => return SessionEnd::ClientClosed,
+                    Ok(_) => {}
+                    Err(error) => return SessionEnd::Io(error),
+                }
+                continue;
+            }
             let terminated = frames.iter().any(|f| f.tag() == frontend::TERMINATE);
             if !frames.is_empty() {
-                let out = self.process(frames).await;
+                let out = match self.process(frames, client, &mut buffer, upstream).await {
+                    Ok(out) => out,
+                    Err(end) => return end,
+                };
                 if let Err(error) = upstream.write_all(&out).await {
                     return SessionEnd::Io(error);
                 }
@@ -648,17 +690,23 @@ impl<'a> Frontend<'a> {
             if terminated {
                 return SessionEnd::Terminated;
             }
-            match client.read_buf(&mut buffer).await {
-                Ok(0) => return SessionEnd::ClientClosed,
-                Ok(_) => {}
-                Err(error) => return SessionEnd::Io(error),
-            }
         }
     }
 
     /// Decides on a batch of messages, writes their audit events (together), and returns the
-    /// bytes to send upstream.
-    async fn process(&mut self, frames: Vec<Frame>) -> BytesMut {
+    /// bytes to send upstream. A statement held for approval is waited on in its place: what
+    /// comes before it is sent first, what comes after waits with it.
+    async fn process<R, W>(
+        &mut self,
+        frames: Vec<Frame>,
+        client: &mut R,
+        buffer: &mut BytesMut,
+        upstream: &mut W,
+    ) -> Result<BytesMut, SessionEnd>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let mut actions = Vec::with_capacity(frames.len());
         let mut audit_events = Vec::new();
         // Only this loop sends, so the count cannot move while the batch is decided.
@@ -686,88 +734,132 @@ impl<'a> Frontend<'a> {
         .await;
 
         let mut out = BytesMut::new();
-        let mut tracker = self.tracker();
         for action in actions {
             match action {
-                Action::Forward(frame) => {
-                    match frame.tag() {
-                        frontend::SYNC => tracker.sync_sent(),
-                        frontend::COPY_DONE | frontend::COPY_FAIL => tracker.copy_ended(),
-                        _ => {}
+                Action::Hold(held) => {
+                    if !out.is_empty() {
+                        upstream.write_all(&out).await.map_err(SessionEnd::Io)?;
+                        out.clear();
                     }
-                    out.extend_from_slice(frame.raw());
-                }
-                Action::AuditThenForward {
-                    frame,
-                    event,
-                    id,
-                    simple,
-                } => {
-                    let written = results.get(event).map(|r| r.as_ref().map(|_| ()));
-                    match written {
-                        Some(Ok(())) => {
-                            tracker.statement_sent(id);
-                            let epoch = tracker.cycles_sent;
-                            tracker.in_flight.push_back(InFlight {
-                                id,
-                                epoch,
-                                simple,
-                                started: Instant::now(),
-                                outcome: Outcome::default(),
-                            });
-                            if simple {
-                                tracker.cycles_sent += 1;
-                            }
-                            out.extend_from_slice(frame.raw());
+                    let resolved = self.hold(*held, client, buffer).await?;
+                    let mut tracker = self.tracker();
+                    match resolved {
+                        hold::Resolved::Forward { frame, id, simple } => {
+                            Self::send_statement(&mut tracker, frame, id, simple, &mut out);
                         }
-                        other => {
-                            let message = match other {
-                                Some(Err(error)) => {
-                                    tracing::error!(error = %error, "audit log write failed; statement refused");
-                                    error.client_message()
-                                }
-                                _ => "the audit log could not record this statement".to_owned(),
-                            };
-                            let refusal = StandIn::from((sqlstate::IO_ERROR, message));
+                        hold::Resolved::Refuse { simple, refusal } => {
+                            self.ctx.live.statement_refused();
                             if simple {
                                 self.stand_in_query(&mut tracker, refusal, &mut out);
                             } else {
-                                self.stand_in_parse(
-                                    &mut tracker,
-                                    "postern_refused",
-                                    refusal,
-                                    &mut out,
-                                );
+                                let name = self.stand_in_name();
+                                self.stand_in_parse(&mut tracker, &name, refusal, &mut out);
                             }
                         }
                     }
                 }
-                Action::RefuseQuery(message, detail) => {
-                    self.ctx.live.statement_refused();
-                    let refusal = StandIn {
-                        code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                        message,
-                        detail,
-                    };
-                    self.stand_in_query(&mut tracker, refusal, &mut out);
-                }
-                Action::RefuseExtended {
-                    statement,
-                    code,
-                    message,
-                    detail,
-                } => {
-                    self.ctx.live.statement_refused();
-                    let refusal = StandIn {
-                        code,
-                        message,
-                        detail,
-                    };
-                    self.stand_in_parse(&mut tracker, &statement, refusal, &mut out);
+                other => {
+                    let mut tracker = self.tracker();
+                    self.apply(&mut tracker, other, &results, &mut out);
                 }
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// A forwarded Query or Execute: accounted for, then sent.
+    fn send_statement(
+        tracker: &mut Tracker,
+        frame: Frame,
+        id: u64,
+        simple: bool,
+        out: &mut BytesMut,
+    ) {
+        tracker.statement_sent(id);
+        let epoch = tracker.cycles_sent;
+        tracker.in_flight.push_back(InFlight {
+            id,
+            epoch,
+            simple,
+            started: Instant::now(),
+            outcome: Outcome::default(),
+        });
+        if simple {
+            tracker.cycles_sent += 1;
+        }
+        out.extend_from_slice(frame.raw());
+    }
+
+    /// Turns one decided message into bytes for the server.
+    fn apply(
+        &self,
+        tracker: &mut Tracker,
+        action: Action,
+        results: &[Result<postern_audit::EventReceipt, postern_audit::AuditError>],
+        out: &mut BytesMut,
+    ) {
+        match action {
+            Action::Forward(frame) => {
+                match frame.tag() {
+                    frontend::SYNC => tracker.sync_sent(),
+                    frontend::COPY_DONE | frontend::COPY_FAIL => tracker.copy_ended(),
+                    _ => {}
+                }
+                out.extend_from_slice(frame.raw());
+            }
+            Action::AuditThenForward {
+                frame,
+                event,
+                id,
+                simple,
+            } => {
+                let written = results.get(event).map(|r| r.as_ref().map(|_| ()));
+                match written {
+                    Some(Ok(())) => Self::send_statement(tracker, frame, id, simple, out),
+                    other => {
+                        let message = match other {
+                            Some(Err(error)) => {
+                                tracing::error!(error = %error, "audit log write failed; statement refused");
+                                error.client_message()
+                            }
+                            _ => "the audit log could not record this statement".to_owned(),
+                        };
+                        let refusal = StandIn::from((sqlstate::IO_ERROR, message));
+                        if simple {
+                            self.stand_in_query(tracker, refusal, out);
+                        } else {
+                            self.stand_in_parse(tracker, "postern_refused", refusal, out);
+                        }
+                    }
+                }
+            }
+            Action::RefuseQuery(message, detail) => {
+                self.ctx.live.statement_refused();
+                let refusal = StandIn {
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                    message,
+                    detail,
+                };
+                self.stand_in_query(tracker, refusal, out);
+            }
+            Action::RefuseExtended {
+                statement,
+                code,
+                message,
+                detail,
+            } => {
+                self.ctx.live.statement_refused();
+                let refusal = StandIn {
+                    code,
+                    message,
+                    detail,
+                };
+                self.stand_in_parse(tracker, &statement, refusal, out);
+            }
+            Action::Hold(_) => {
+                // `process` waits on held statements itself.
+            }
+        }
     }
 
     fn decide(&mut self, frame: Frame, audit_events: &mut Vec<Map<String, Value>>) -> Action {
@@ -777,15 +869,31 @@ impl<'a> Frontend<'a> {
                 let Ok(sql) = frontend::query_text(&frame) else {
                     return Action::RefuseQuery(unreadable_refusal().message, None);
                 };
+                if let Some(reason) = hold::reason_setting(&sql) {
+                    return self.take_reason(reason, frame, audit_events);
+                }
                 let analysis = self.ctx.classifier.analyze(&sql);
                 let record = record_of(&analysis);
                 let verdict = self.check(&analysis);
                 let id = self.next_statement_id();
                 match verdict {
-                    Ok(policies) => {
+                    Ok(checked) if !checked.approvals.is_empty() => {
                         self.forget_changed_names(&analysis);
                         self.remember_prepared(&analysis);
-                        self.allowed(frame, id, &record, &policies, true, audit_events)
+                        Action::Hold(Box::new(hold::Held {
+                            frame,
+                            id,
+                            record,
+                            policies: checked.policies,
+                            approvals: checked.approvals,
+                            simple: true,
+                            params_hash: None,
+                        }))
+                    }
+                    Ok(checked) => {
+                        self.forget_changed_names(&analysis);
+                        self.remember_prepared(&analysis);
+                        self.allowed(frame, id, &record, &checked.policies, true, audit_events)
                     }
                     Err(denied) => {
                         audit_events.push(events::statement(
@@ -940,6 +1048,15 @@ impl<'a> Frontend<'a> {
                         self.tracker()
                             .names
                             .sent(Namespace::Portal, portal, self.cycle, records);
+                        // The parameters follow the two names in the Bind's body.
+                        let skip = 5 + portal.len() + 1 + statement.len() + 1;
+                        let params = hold::params_hash(frame.raw().get(skip..).unwrap_or(&[]));
+                        if self.bound_params.len() >= MAX_PREPARED_NAMES
+                            && !self.bound_params.contains_key(portal)
+                        {
+                            self.bound_params.clear();
+                        }
+                        self.bound_params.insert(portal.to_owned(), params);
                         Action::Forward(frame)
                     }
                 }
@@ -989,9 +1106,13 @@ impl<'a> Frontend<'a> {
                 // a condition (time of day) may have changed since the Parse. When the portal
                 // may hold one of several statements, each must be allowed.
                 let mut policies = Vec::new();
+                let mut approvals = Vec::new();
                 for candidate in &records {
                     match self.check(&candidate.analysis) {
-                        Ok(allowed) => policies.extend(allowed),
+                        Ok(checked) => {
+                            policies.extend(checked.policies);
+                            approvals.extend(checked.approvals);
+                        }
                         Err(denied) => {
                             audit_events.push(events::statement(
                                 &self.ctx.base_event,
@@ -1015,11 +1136,52 @@ impl<'a> Frontend<'a> {
                 for candidate in &records {
                     self.remember_prepared(&candidate.analysis);
                 }
+                if !approvals.is_empty() {
+                    // Parameters Postern did not see bound (a cursor made by SQL `DECLARE`, a
+                    // portal forgotten past the bound) match no statement-scoped grant.
+                    let params_hash = self.bound_params.get(portal).cloned().unwrap_or_else(|| {
+                        let mut nonce = [0u8; 16];
+                        crate::target::fill_random(&mut nonce);
+                        format!("unknown-{}", hex::encode(nonce))
+                    });
+                    return Action::Hold(Box::new(hold::Held {
+                        frame,
+                        id,
+                        record: StatementRecord {
+                            analysis: Arc::clone(&latest.analysis),
+                        },
+                        policies,
+                        approvals,
+                        simple: false,
+                        params_hash: Some(params_hash),
+                    }));
+                }
                 self.allowed(frame, id, &latest, &policies, false, audit_events)
             }
             frontend::FUNCTION_CALL => Action::RefuseQuery(guard::check_fastpath().message, None),
             _ => Action::Forward(frame),
         }
+    }
+
+    /// `SET postern.reason = '…'`: kept for the approval requests of this session, never sent
+    /// to the server; a harmless stand-in answers the client as the server would.
+    fn take_reason(
+        &mut self,
+        reason: String,
+        frame: Frame,
+        audit_events: &mut Vec<Map<String, Value>>,
+    ) -> Action {
+        let mut bytes = BytesMut::new();
+        frontend::encode_query(hold::NOTED_REASON_SQL, &mut bytes);
+        let decoder = FrameDecoder::new(Side::Frontend, limits::MAX_FRONTEND_MESSAGE_LENGTH);
+        let Ok(Some(stand_in)) = decoder.decode(&mut bytes) else {
+            return Action::RefuseQuery(unreadable_refusal().message, None);
+        };
+        self.reason = Some(reason);
+        let sql = frontend::query_text(&frame).unwrap_or_default();
+        let analysis = self.ctx.classifier.analyze(&sql);
+        let id = self.next_statement_id();
+        self.allowed(stand_in, id, &record_of(&analysis), &[], true, audit_events)
     }
 
     /// An allowed Query or Execute: reported to the registry, its audit event queued, forwarded
@@ -1055,7 +1217,7 @@ impl<'a> Frontend<'a> {
     /// `raw` (unparseable text, `DO`, code the guard cannot see into) or `dcl` (role management)
     /// on the target, asked at the moment the guard would refuse, so that conditions on time or
     /// address hold for those grants too.
-    fn check(&mut self, analysis: &Analysis) -> Result<Vec<String>, Denied> {
+    fn check(&mut self, analysis: &Analysis) -> Result<Checked, Denied> {
         self.follow_search_path(analysis);
         self.request.now = (self.ctx.policy.clock)();
         let mode = self.ctx.mode;
@@ -1110,32 +1272,42 @@ impl<'a> Frontend<'a> {
                 detail: None,
             })?;
         }
-        let mut allowed = match view
-            .session
-            .decide_analysis(&view.engine, request, analysis)
-        {
-            Decision::Allow { policies, .. } => policies,
-            Decision::Deny {
-                reason,
-                message,
-                policies,
-                ..
-            } => {
-                let detail = Some(policy_detail(&view.engine, &policies));
-                return Err(Denied {
-                    reason: reason.label(),
+        let (mut allowed, mut approvals) =
+            match view
+                .session
+                .decide_analysis(&view.engine, request, analysis)
+            {
+                Decision::Allow {
+                    policies,
+                    approvals,
+                } => (policies, approvals),
+                Decision::Deny {
+                    reason,
                     message,
                     policies,
-                    detail,
-                });
-            }
-        };
+                    ..
+                } => {
+                    let detail = Some(policy_detail(&view.engine, &policies));
+                    return Err(Denied {
+                        reason: reason.label(),
+                        message,
+                        policies,
+                        detail,
+                    });
+                }
+            };
         for prepared in &executed {
             match view
                 .session
                 .decide_statement(&view.engine, request, prepared)
             {
-                Decision::Allow { policies, .. } => allowed.extend(policies),
+                Decision::Allow {
+                    policies,
+                    approvals: more,
+                } => {
+                    allowed.extend(policies);
+                    approvals.extend(more);
+                }
                 Decision::Deny {
                     reason,
                     message,
@@ -1152,7 +1324,10 @@ impl<'a> Frontend<'a> {
                 }
             }
         }
-        Ok(allowed)
+        Ok(Checked {
+            policies: allowed,
+            approvals,
+        })
     }
 
     /// Refuses a `PREPARE` that would make [`Self::sql_prepared`] outgrow its bounds.
@@ -1415,6 +1590,7 @@ async fn backend_loop<R, W>(
     upstream: &mut R,
     buffer: &mut BytesMut,
     client: &mut W,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<BytesMut>,
 ) -> SessionEnd
 where
     R: AsyncRead + Unpin,
@@ -1551,10 +1727,18 @@ where
         if drained {
             return SessionEnd::UpstreamClosed;
         }
-        match upstream.read_buf(buffer).await {
-            Ok(0) => return SessionEnd::UpstreamClosed,
-            Ok(_) => {}
-            Err(error) => return SessionEnd::Io(error),
+        // Notices from Postern go out here, between whole server messages.
+        tokio::select! {
+            read = upstream.read_buf(buffer) => match read {
+                Ok(0) => return SessionEnd::UpstreamClosed,
+                Ok(_) => {}
+                Err(error) => return SessionEnd::Io(error),
+            },
+            Some(notice) = notices.recv() => {
+                if let Err(error) = client.write_all(&notice).await {
+                    return SessionEnd::Io(error);
+                }
+            }
         }
     }
 }

@@ -147,6 +147,7 @@ pub fn demo_config(
         policy: PolicyConfig::default(),
         store: StoreConfig::default(),
         admin: None,
+        approvals: postern_config::ApprovalsConfig::default(),
     })
 }
 

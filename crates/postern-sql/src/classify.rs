@@ -45,6 +45,7 @@ pub(crate) fn analyze_text(sql: &str) -> Analysis {
                 parse_error: Some(parse_error_message(error)),
                 fingerprint: None,
                 redacted: String::new(),
+                text: String::new(),
             };
         }
     };
@@ -60,6 +61,7 @@ pub(crate) fn analyze_text(sql: &str) -> Analysis {
         parse_error: None,
         fingerprint: pg_query::fingerprint(sql).ok().map(|f| f.hex),
         redacted: String::new(),
+        text: String::new(),
     }
 }
 

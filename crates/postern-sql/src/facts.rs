@@ -19,6 +19,10 @@ pub struct Analysis {
     /// The text with literals that could be secrets replaced (see [`crate::redact`]), for the
     /// audit log: made once per distinct text, with the analysis, rather than per statement.
     pub redacted: String,
+    /// The text as the client sent it: what a statement-scoped approval grants, and what an
+    /// impact preview runs. Kept with the shared analysis so that recording it per statement
+    /// copies nothing. Never logged (it may hold secrets); `redacted` is for showing.
+    pub text: String,
 }
 
 impl Analysis {

@@ -61,6 +61,7 @@ pub(crate) fn analyze_uncached(sql: &str) -> Analysis {
     } else {
         crate::redact(sql)
     };
+    analysis.text = sql.to_owned();
     analysis
 }
 
@@ -100,6 +101,7 @@ fn failed(message: String) -> Analysis {
         parse_error: Some(message),
         fingerprint: None,
         redacted: String::new(),
+        text: String::new(),
     }
 }
 

@@ -152,22 +152,27 @@ impl DenyReason {
     }
 }
 
-/// An allowing policy's `@approval("...")` annotation: the statement may run once someone
-/// approves it. Reported only; holding the statement is the proxy's job.
+/// A request that only `@approval(...)` permits allowed: it may go ahead once approved. Reported
+/// only; holding the statement is the proxy's job.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApprovalRequirement {
     /// The annotated policy's `@id`.
     pub policy: String,
-    /// The annotation's value, as written (`""` for a bare `@approval`).
-    pub requirement: String,
+    /// What the annotation asks for.
+    pub spec: super::approval::ApprovalSpec,
+    /// The action that needs the approval.
+    pub action: Action,
+    /// On what.
+    pub resource: Resource,
 }
 
 /// The outcome of one request, or of all the requests a text makes (the first denial wins).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Allowed. `policies` are the `@id`s of the permits that applied (empty when no request was
-    /// needed: transaction control, empty queries). `approvals` lists those of them that carry an
-    /// `@approval` annotation; what to make of it is for the caller to decide.
+    /// needed: transaction control, empty queries). `approvals` is not empty when some request
+    /// was allowed only by permits annotated `@approval`: one entry per such permit and
+    /// request. A request that any unannotated permit allows needs no approval.
     Allow {
         /// The `@id`s of the permit policies that applied, in load order.
         policies: Vec<String>,

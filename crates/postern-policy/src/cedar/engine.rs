@@ -80,7 +80,7 @@ pub struct PolicyEngine {
     /// Load order by id: the "first" of several deciding policies is the earliest loaded.
     order: std::collections::HashMap<String, usize>,
     /// `@approval` annotations of permits, by id.
-    approvals: std::collections::HashMap<String, String>,
+    approvals: std::collections::HashMap<String, super::approval::ApprovalSpec>,
     /// `file:line:column` of each policy, by id.
     origins: std::collections::HashMap<String, String>,
     /// Validator warnings, for `postern policy check`.
@@ -340,15 +340,23 @@ impl PolicyEngine {
         let policies = self.in_load_order(diagnostics.reason().map(|id| policy_id(id).to_owned()));
         let decision = match response.decision() {
             CedarDecision::Allow => {
-                let approvals = policies
-                    .iter()
-                    .filter_map(|policy| {
-                        Some(ApprovalRequirement {
-                            policy: policy.clone(),
-                            requirement: self.approvals.get(policy)?.clone(),
+                // Held only when every permit that applied asks for approval: an unannotated
+                // permit allows the request as it is.
+                let approvals = if policies.iter().all(|p| self.approvals.contains_key(p)) {
+                    policies
+                        .iter()
+                        .filter_map(|policy| {
+                            Some(ApprovalRequirement {
+                                policy: policy.clone(),
+                                spec: self.approvals.get(policy)?.clone(),
+                                action,
+                                resource: resource.clone(),
+                            })
                         })
-                    })
-                    .collect();
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 Decision::Allow {
                     policies,
                     approvals,

@@ -108,9 +108,8 @@ impl fmt::Display for RequestExplanation {
                 for approval in approvals {
                     write!(
                         f,
-                        "; needs approval ({}: \"{}\")",
-                        approval.policy,
-                        approval.requirement.escape_default()
+                        "; needs {} (policy {}) for {} on {}",
+                        approval.spec, approval.policy, approval.action, approval.resource
                     )?;
                 }
             }

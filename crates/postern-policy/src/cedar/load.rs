@@ -131,7 +131,7 @@ pub(crate) struct Loaded {
     /// Load order, to name "the first" of several deciding policies deterministically.
     pub(crate) order: HashMap<String, usize>,
     /// `@approval` annotations of permit policies.
-    pub(crate) approvals: HashMap<String, String>,
+    pub(crate) approvals: HashMap<String, super::approval::ApprovalSpec>,
     /// Where each policy was written, for explanations.
     pub(crate) origins: HashMap<String, String>,
     /// Validator warnings (policies that can never apply, confusable identifiers, ...).
@@ -228,15 +228,21 @@ pub(crate) fn load(
                 ));
                 continue;
             }
+            let approval = match approval.map(super::approval::ApprovalSpec::parse) {
+                None => None,
+                Some(Ok(spec)) => Some(spec),
+                Some(Err(why)) => {
+                    errors.push(error(location, Some(id), why));
+                    continue;
+                }
+            };
             if let Err(e) = loaded.policies.add(policy.new_id(PolicyId::new(id))) {
                 errors.push(error(location, Some(id), e.to_string()));
                 continue;
             }
             loaded.order.insert(id.to_owned(), loaded.order.len());
-            if let Some(requirement) = approval {
-                loaded
-                    .approvals
-                    .insert(id.to_owned(), requirement.to_owned());
+            if let Some(spec) = approval {
+                loaded.approvals.insert(id.to_owned(), spec);
             }
             let place = match location {
                 Some(location) => format!("{}:{location}", source.origin),

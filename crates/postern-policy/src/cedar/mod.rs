@@ -15,6 +15,7 @@
 //! - `context.rs`: [`RequestContext`] and the Cedar context record.
 //! - `engine.rs`: [`PolicyEngine`], and how a statement becomes requests.
 //! - `decision.rs`: [`Decision`] and the messages a client sees.
+//! - `approval.rs`: what an `@approval(...)` annotation asks for ([`ApprovalSpec`]).
 //! - `explain.rs`: the dry run behind `postern policy explain`.
 //!
 //! # Using it
@@ -29,6 +30,7 @@
 //! }
 //! ```
 
+mod approval;
 mod context;
 mod decision;
 mod engine;
@@ -41,6 +43,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+pub use approval::{ApprovalSpec, DEFAULT_GRANT_TTL, MAX_APPROVERS, MAX_GRANT_TTL};
 pub use context::{DEFAULT_SCHEMA, RequestContext};
 pub use decision::{Action, ApprovalRequirement, Decision, DenyReason, Resource};
 pub use engine::{DEFAULT_POLICIES, PolicyEngine, statement_action};

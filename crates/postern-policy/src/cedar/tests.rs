@@ -794,10 +794,52 @@ permit (principal in Group::"engineers", action == Action::"write", resource);
             assert_eq!(policies, ["reads", "prod-writes-approved"]);
             assert_eq!(approvals.len(), 1);
             assert_eq!(approvals[0].policy, "prod-writes-approved");
-            assert_eq!(approvals[0].requirement, "two-person");
+            assert_eq!(approvals[0].spec.group, "two-person");
+            assert_eq!(approvals[0].action, Action::Write);
         }
         deny @ Decision::Deny { .. } => panic!("{deny:?}"),
     }
+}
+
+#[test]
+fn an_unannotated_permit_needs_no_approval() {
+    let engine = closed_engine(
+        r#"
+@id("reads") permit (principal, action == Action::"read", resource);
+@id("writes-approved") @approval("dbas")
+permit (principal, action == Action::"write", resource);
+@id("bob-writes") permit (principal == User::"bob@example.com", action == Action::"write", resource);
+"#,
+    );
+    match decide(&engine, &bob(), &ctx("writer"), "UPDATE orders SET x = 1") {
+        Decision::Allow { approvals, .. } => assert!(approvals.is_empty(), "{approvals:?}"),
+        deny @ Decision::Deny { .. } => panic!("{deny:?}"),
+    }
+    match decide(&engine, &alice(), &ctx("writer"), "UPDATE orders SET x = 1") {
+        Decision::Allow { approvals, .. } => {
+            assert_eq!(approvals.len(), 1);
+            assert_eq!(approvals[0].spec.group, "dbas");
+        }
+        deny @ Decision::Deny { .. } => panic!("{deny:?}"),
+    }
+}
+
+#[test]
+fn an_unreadable_approval_is_a_load_error() {
+    let errors = PolicyEngine::load(
+        &[source(
+            "a.cedar",
+            "@id(\"w\") @approval(\"dbas approvers=0\") permit (principal, action, resource);\n",
+        )],
+        &targets(),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        errors.contains("approvers=0 must be a number from 1 to 10"),
+        "{errors}"
+    );
 }
 
 #[test]
