@@ -128,12 +128,16 @@ pub(crate) fn token_age_seconds(issued_at: Option<SystemTime>, now: SystemTime) 
     }
 }
 
-/// The last context record a session built, reused while the request's facts stay the same
-/// within one second (everything in the record is exact to the second). Building one costs
-/// more than deciding a request (Cedar parses the `ip` extension's name for every address), and
-/// a session's statements mostly arrive with the same address, target and role.
+/// The last context records a session built (one per statement command), reused while the
+/// request's facts stay the same within one second (everything in the record is exact to the
+/// second). Building one costs more than deciding a request (Cedar parses the `ip` extension's
+/// name for every address), and a session's statements mostly arrive with the same address,
+/// target and role, and a handful of commands.
 #[derive(Default)]
-pub(crate) struct ContextCache(Mutex<Option<(ContextKey, Context)>>);
+pub(crate) struct ContextCache(Mutex<Vec<(ContextKey, Context)>>);
+
+/// How many records [`ContextCache`] keeps: more than the commands of a typical workload.
+const CONTEXT_CACHE_ENTRIES: usize = 8;
 
 /// What a cached context record was built from.
 struct ContextKey {
@@ -142,11 +146,13 @@ struct ContextKey {
     target: String,
     role: String,
     application_name: Option<String>,
+    command: String,
 }
 
 impl ContextKey {
-    fn matches(&self, ctx: &RequestContext, second: i64) -> bool {
+    fn matches(&self, ctx: &RequestContext, second: i64, command: &str) -> bool {
         self.second == second
+            && self.command == command
             && self.source_ip == ctx.source_ip
             && self.target == ctx.target
             && self.role == ctx.role
@@ -160,22 +166,30 @@ impl ContextCache {
         &self,
         ctx: &RequestContext,
         identity: IdentityFacts,
+        command: &str,
     ) -> Result<Context, String> {
         let second = unix_seconds(ctx.now);
         let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((key, context)) = cached.as_ref()
-            && key.matches(ctx, second)
+        if let Some((_, context)) = cached
+            .iter()
+            .find(|(key, _)| key.matches(ctx, second, command))
         {
             return Ok(context.clone());
         }
-        let context = cedar_context(ctx, identity)?;
-        *cached = Some((
+        let context = cedar_context(ctx, identity, command)?;
+        // Records of an earlier second can never match again.
+        cached.retain(|(key, _)| key.second == second);
+        if cached.len() >= CONTEXT_CACHE_ENTRIES {
+            cached.remove(0);
+        }
+        cached.push((
             ContextKey {
                 source_ip: ctx.source_ip,
                 second,
                 target: ctx.target.clone(),
                 role: ctx.role.clone(),
                 application_name: ctx.application_name.clone(),
+                command: command.to_owned(),
             },
             context.clone(),
         ));
@@ -187,6 +201,7 @@ impl ContextCache {
 pub(crate) fn cedar_context(
     ctx: &RequestContext,
     identity: IdentityFacts,
+    command: &str,
 ) -> Result<Context, String> {
     let (hour, weekday) = hour_and_weekday(ctx.now);
     let kind = match identity.kind {
@@ -226,6 +241,10 @@ pub(crate) fn cedar_context(
         (
             "role".to_owned(),
             RestrictedExpression::new_string(ctx.role.clone()),
+        ),
+        (
+            "command".to_owned(),
+            RestrictedExpression::new_string(command.to_owned()),
         ),
     ])
     .map_err(|e| e.to_string())

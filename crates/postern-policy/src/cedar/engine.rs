@@ -515,7 +515,18 @@ impl SessionPolicy {
         action: Action,
         resource: impl FnOnce() -> Resource,
     ) -> Result<Context, Box<Outcome>> {
-        self.context.get(ctx, self.identity).map_err(|e| {
+        self.context_for(ctx, "", action, resource)
+    }
+
+    /// The context of a statement's requests: `context.command` is its command.
+    fn context_for(
+        &self,
+        ctx: &RequestContext,
+        command: &str,
+        action: Action,
+        resource: impl FnOnce() -> Resource,
+    ) -> Result<Context, Box<Outcome>> {
+        self.context.get(ctx, self.identity, command).map_err(|e| {
             let asker = Asker {
                 subject: &self.subject,
                 role: &ctx.role,
@@ -667,7 +678,7 @@ impl SessionPolicy {
         let target = || Resource::Target {
             name: ctx.target.clone(),
         };
-        match self.context(ctx, action, target) {
+        match self.context_for(ctx, &facts.command, action, target) {
             Ok(context) => self.decide_facts(engine, ctx, &context, action, facts),
             Err(outcome) => outcome.decision,
         }
@@ -712,11 +723,11 @@ impl SessionPolicy {
         let Some(first_action) = first_action else {
             return Decision::allow_unchecked();
         };
-        let context = match self.context(ctx, first_action, target) {
-            Ok(context) => context,
-            Err(outcome) => return outcome.decision,
-        };
         if analysis.parse_error.is_some() {
+            let context = match self.context(ctx, first_action, target) {
+                Ok(context) => context,
+                Err(outcome) => return outcome.decision,
+            };
             return engine
                 .authorize(self, ctx, &context, Action::Raw, target())
                 .decision;
@@ -725,6 +736,10 @@ impl SessionPolicy {
         for facts in &analysis.statements {
             let Some(action) = statement_action(facts) else {
                 continue;
+            };
+            let context = match self.context_for(ctx, &facts.command, action, target) {
+                Ok(context) => context,
+                Err(outcome) => return outcome.decision,
             };
             let next = self.decide_facts(engine, ctx, &context, action, facts);
             if !next.is_allowed() {
@@ -747,8 +762,9 @@ impl SessionPolicy {
         let target = || Resource::Target {
             name: ctx.target.clone(),
         };
-        let context = self.context(ctx, Action::Read, target);
-        let explain_request = |action: Action, resource: Resource| match &context {
+        let explain_request = |command: &str, action: Action, resource: Resource| match &self
+            .context_for(ctx, command, action, || resource.clone())
+        {
             Ok(context) => {
                 let outcome = engine.authorize(self, ctx, context, action, resource.clone());
                 RequestExplanation {
@@ -777,7 +793,7 @@ impl SessionPolicy {
                 command: "(unparseable)".to_owned(),
                 kind: StatementKind::Raw,
                 action: Some(Action::Raw),
-                requests: vec![explain_request(Action::Raw, target())],
+                requests: vec![explain_request("", Action::Raw, target())],
             }]
         } else {
             analysis
@@ -788,7 +804,7 @@ impl SessionPolicy {
                     let requests = match action {
                         Some(action) => statement_resources(facts, ctx)
                             .into_iter()
-                            .map(|resource| explain_request(action, resource))
+                            .map(|resource| explain_request(&facts.command, action, resource))
                             .collect(),
                         None => Vec::new(),
                     };

@@ -825,6 +825,26 @@ permit (principal, action == Action::"write", resource);
 }
 
 #[test]
+fn deletes_are_told_from_other_writes_by_their_command() {
+    let engine = closed_engine(
+        r#"
+@id("writes") permit (principal, action == Action::"write", resource)
+    unless { context.command == "DELETE" };
+@id("deletes-approved") @approval("dbas")
+permit (principal, action == Action::"write", resource) when { context.command == "DELETE" };
+"#,
+    );
+    let approvals = |sql: &str| match decide(&engine, &bob(), &ctx("writer"), sql) {
+        Decision::Allow { approvals, .. } => approvals.len(),
+        deny @ Decision::Deny { .. } => panic!("{sql}: {deny:?}"),
+    };
+    assert_eq!(approvals("UPDATE orders SET x = 1"), 0);
+    assert_eq!(approvals("DELETE FROM orders WHERE id = 1"), 1);
+    assert_eq!(approvals("UPDATE orders SET x = 1; DELETE FROM orders"), 1);
+    assert_eq!(approvals("INSERT INTO orders VALUES (1)"), 0);
+}
+
+#[test]
 fn an_unreadable_approval_is_a_load_error() {
     let errors = PolicyEngine::load(
         &[source(
@@ -907,7 +927,7 @@ fn requests_and_entities_conform_to_the_schema() {
     let engine = engine("");
     let session = engine.session(&alice());
     let ctx = ctx("reader");
-    let context = cedar_context(&ctx, session.identity).unwrap();
+    let context = cedar_context(&ctx, session.identity, "").unwrap();
     let table = Resource::Table {
         schema: "public".into(),
         name: "orders".into(),
