@@ -14,6 +14,11 @@
 //! | POST | `/v1/revocations` | revoke (`{"scope": {"kind": "subject", "subject": "…"}, "reason": "…", "lasts": "8h"}`) |
 //! | DELETE | `/v1/revocations/{id}` | lift one |
 
+mod approvals;
+
+mod console;
+pub use console::{ConsoleError, ConsoleOptions, router_with, serve_with};
+
 use std::net::SocketAddr;
 
 use axum::Json;
@@ -41,6 +46,14 @@ pub fn router(control: Control) -> Router {
         .route("/v1/sessions/{id}/end", post(end_session))
         .route("/v1/revocations", get(list_revocations).post(revoke))
         .route("/v1/revocations/{id}", delete(lift_revocation))
+        .route("/v1/requests", get(approvals::list_requests))
+        .route("/v1/requests/{id}", get(approvals::get_request))
+        .route("/v1/requests/{id}/approve", post(approvals::approve))
+        .route("/v1/requests/{id}/deny", post(approvals::deny))
+        .route("/v1/grants", get(approvals::list_grants))
+        .route("/v1/grants/{id}", delete(approvals::revoke_grant))
+        .route("/v1/events", get(approvals::events))
+        .route("/v1/webhooks/deliveries", get(approvals::deliveries))
         .with_state(control)
 }
 
@@ -79,6 +92,7 @@ impl From<ControlError> for ApiError {
             ControlError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ControlError::Audit(_) | ControlError::Stopped | ControlError::Store(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

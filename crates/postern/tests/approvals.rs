@@ -1,0 +1,555 @@
+//! Just-in-time approval end to end: a statement that only an `@approval` permit allows waits
+//! for another identity's approval through the admin API, then runs; denials, the wait's end,
+//! cancels, budgets, exact-statement grants, expiry, transactions and the extended protocol.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use common::{RawClient, wait_until};
+use postern_testkit::{Stack, StackOptions};
+use postern_wire::backend;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Writers may write, but a DELETE needs one approval from group `dbas`; `dbas` and `auditors`
+/// may approve (auditors are in no approver group, so policy alone is not enough).
+const POLICY: &str = r#"
+@id("connect") permit (principal, action in [Action::"connect"], resource);
+@id("read") permit (principal, action == Action::"read", resource);
+@id("writes") permit (principal, action == Action::"write", resource)
+    unless { context.command == "DELETE" };
+@id("deletes-need-a-dba") @approval("dbas")
+permit (principal, action == Action::"write", resource) when { context.command == "DELETE" };
+@id("approvers") permit (principal in Group::"dbas", action == Action::"approve", resource);
+@id("auditors-may-approve") permit (principal in Group::"auditors", action == Action::"approve", resource);
+"#;
+
+/// The same, with two different people needed.
+const TWO_PERSON_POLICY: &str = r#"
+@id("connect") permit (principal, action in [Action::"connect"], resource);
+@id("read") permit (principal, action == Action::"read", resource);
+@id("deletes-need-two") @approval("group=dbas approvers=2 ttl=30m")
+permit (principal, action == Action::"write", resource) when { context.command == "DELETE" };
+@id("approvers") permit (principal in Group::"dbas", action == Action::"approve", resource);
+"#;
+
+/// A clock tests can move forward.
+#[derive(Clone, Default)]
+struct TestClock(Arc<AtomicU64>);
+
+impl TestClock {
+    fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_secs(), Ordering::SeqCst);
+    }
+
+    fn clock(&self) -> postern_proxy::Clock {
+        let offset = self.0.clone();
+        Arc::new(move || SystemTime::now() + Duration::from_secs(offset.load(Ordering::SeqCst)))
+    }
+}
+
+async fn approval_stack(policy: &str, wait: Duration, clock: Option<&TestClock>) -> Stack {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut stack = Stack::start(StackOptions {
+        policies: vec![policy.to_owned()],
+        clock: clock.map(TestClock::clock),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    stack.config.policy.include_defaults = false;
+    stack.config.approvals.wait = wait;
+    stack.config.approvals.keepalive = Duration::from_secs(1);
+    stack.start_proxy().await.unwrap();
+    stack
+}
+
+async fn post(stack: &Stack, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", stack.admin_url()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(stack: &Stack, path: &str, token: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", stack.admin_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Sends `sql` and reads up to the notice that says it is held; returns the request id.
+async fn held(client: &mut RawClient, sql: &str) -> String {
+    client.query(sql).await;
+    let notice = client.read().await.expect("a notice");
+    assert_eq!(notice.tag, backend::NOTICE_RESPONSE, "{notice:?}");
+    let message = notice.error().message;
+    assert!(
+        message.starts_with("statement held for approval: request "),
+        "{message}"
+    );
+    assert!(message.contains("postern approve"), "{message}");
+    assert!(
+        message.contains("1 approval from group \"dbas\"") || message.contains("2 approvals"),
+        "{message}"
+    );
+    message
+        .trim_start_matches("statement held for approval: request ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Reads to ReadyForQuery; returns the command tags and the error, skipping notices.
+async fn outcome(client: &mut RawClient) -> (Vec<String>, Option<(String, String)>) {
+    let mut tags = Vec::new();
+    let mut error = None;
+    for message in client.read_until_ready().await {
+        match message.tag {
+            backend::COMMAND_COMPLETE => {
+                tags.push(backend::command_tag(&message.frame).unwrap().to_owned());
+            }
+            backend::ERROR_RESPONSE => {
+                let fields = message.error();
+                error = Some((fields.code, fields.message));
+            }
+            _ => {}
+        }
+    }
+    (tags, error)
+}
+
+async fn count(stack: &Stack, condition: &str) -> i64 {
+    let direct = stack.direct().await.unwrap();
+    direct
+        .query_one(
+            &format!("SELECT count(*) FROM orders WHERE {condition}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn request_state(stack: &Stack, id: &str, token: &str) -> String {
+    let (status, body) = get(stack, &format!("/v1/requests/{id}"), token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["request"]["state"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_held_delete_runs_once_another_identity_approves() {
+    let stack = approval_stack(POLICY, Duration::from_secs(60), None).await;
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let dba = stack.token("dana@example.com", &["dbas"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+
+    let id = held(
+        &mut client,
+        "-- reason: INC-42 duplicate order\nDELETE FROM orders WHERE customer = 'Alan Turing'",
+    )
+    .await;
+    // While it waits, nothing has run and the request is pending, with what approvers need.
+    assert_eq!(count(&stack, "customer = 'Alan Turing'").await, 1);
+    let (status, body) = get(&stack, "/v1/requests?state=pending", &dba).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let request = &body["requests"][0];
+    assert_eq!(request["id"], json!(id));
+    assert_eq!(request["requester_subject"], json!("wes@example.com"));
+    assert_eq!(request["role"], json!("writer"));
+    assert_eq!(request["reason"], json!("INC-42 duplicate order"));
+    assert_eq!(request["requirements"][0]["group"], json!("dbas"));
+    assert_eq!(request["actions"][0]["action"], json!("write"));
+    let sessions = stack.sessions().unwrap().list();
+    assert!(sessions.iter().any(|s| s.subject == "wes@example.com"
+        && s.state == postern_proxy::registry::SessionState::WaitingForApproval),);
+
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id}/approve"),
+        &dba,
+        json!({"comment": "checked the duplicate"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], json!("approved"));
+    assert_eq!(body["grant"]["created_by"], json!(["dana@example.com"]));
+
+    let (tags, error) = outcome(&mut client).await;
+    assert_eq!(error, None);
+    assert_eq!(tags, ["DELETE 1"]);
+    assert_eq!(count(&stack, "customer = 'Alan Turing'").await, 0);
+    // The single-use grant is spent: the same statement waits again.
+    let again = held(
+        &mut client,
+        "DELETE FROM orders WHERE customer = 'Alan Turing'",
+    )
+    .await;
+    assert_ne!(again, id);
+
+    // The whole trail, under both names, each event carrying the request id.
+    wait_until("the executed event is written", || {
+        let events = stack.audit_events();
+        let id = id.clone();
+        async move {
+            events.iter().any(|e| {
+                e["kind"] == "approval" && e["action"] == "executed" && e["request"] == json!(id)
+            })
+        }
+    })
+    .await;
+    let events = stack.audit_events();
+    let trail: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["request"] == json!(id) || e["details"]["request"] == json!(id))
+        .collect();
+    let actions: Vec<&str> = trail
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default())
+        .collect();
+    for expected in ["requested", "vote", "approved", "executed"] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    let requested = trail.iter().find(|e| e["action"] == "requested").unwrap();
+    assert_eq!(requested["subject"], json!("wes@example.com"));
+    let approved = trail.iter().find(|e| e["action"] == "approved").unwrap();
+    assert_eq!(approved["by"], json!(["dana@example.com"]));
+    let statement = events
+        .iter()
+        .find(|e| e["kind"] == "statement" && e["approval"]["request"] == json!(id))
+        .expect("the statement event names its approval");
+    assert_eq!(statement["subject"], json!("wes@example.com"));
+}
+
+#[tokio::test]
+async fn approvers_are_checked_and_two_of_two_needs_two_people() {
+    let stack = approval_stack(TWO_PERSON_POLICY, Duration::from_secs(60), None).await;
+    let writer = stack.token("wes@example.com", &["engineers", "dbas"]);
+    let dana = stack.token("dana@example.com", &["dbas"]);
+    let dave = stack.token("dave@example.com", &["dbas"]);
+    let outsider = stack.token("otto@example.com", &["engineers"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+    let id = held(
+        &mut client,
+        "DELETE FROM orders WHERE customer = 'Ada Lovelace'",
+    )
+    .await;
+    let approve = |token: String| {
+        let path = format!("/v1/requests/{id}/approve");
+        let stack = &stack;
+        async move { post(stack, &path, &token, json!({})).await }
+    };
+
+    // The requester is a dba, and still may not approve their own request.
+    let (status, body) = approve(writer.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("own request"),
+        "{body}"
+    );
+    // Someone policy does not allow to approve cannot even see the request.
+    let (status, body) = approve(outsider.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let (status, body) = approve(dana.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], json!("recorded"));
+    // The same person twice does not make two.
+    let (status, body) = approve(dana.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(request_state(&stack, &id, &dana).await, "pending");
+    assert_eq!(count(&stack, "customer = 'Ada Lovelace'").await, 1);
+
+    let (status, body) = approve(dave).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], json!("approved"));
+    let (tags, error) = outcome(&mut client).await;
+    assert_eq!((tags, error), (vec!["DELETE 1".to_owned()], None));
+}
+
+#[tokio::test]
+async fn an_approver_outside_the_group_and_a_denial() {
+    let stack = approval_stack(POLICY, Duration::from_secs(60), None).await;
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let auditor = stack.token("ann@example.com", &["auditors"]);
+    let dba = stack.token("dana@example.com", &["dbas"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+    let id = held(&mut client, "DELETE FROM orders").await;
+
+    // Policy lets auditors approve, but this request needs a member of dbas.
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id}/approve"),
+        &auditor,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not in group \"dbas\""),
+        "{body}"
+    );
+    // A denial needs a comment, and the requester is told who denied it and why.
+    let (status, _) = post(
+        &stack,
+        &format!("/v1/requests/{id}/deny"),
+        &dba,
+        json!({"comment": " "}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id}/deny"),
+        &dba,
+        json!({"comment": "use a WHERE clause"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (tags, error) = outcome(&mut client).await;
+    assert!(tags.is_empty());
+    let (code, message) = error.unwrap();
+    assert_eq!(code, "42501");
+    assert_eq!(
+        message,
+        format!("approval request {id} was denied by dana@example.com: use a WHERE clause")
+    );
+    assert_eq!(count(&stack, "true").await, 4);
+    // The session is otherwise unaffected.
+    client.query("SELECT count(*) FROM orders").await;
+    let (tags, error) = outcome(&mut client).await;
+    assert_eq!((tags, error), (vec!["SELECT 1".to_owned()], None));
+}
+
+#[tokio::test]
+async fn statement_grants_cover_the_exact_statement_within_their_budget_and_time() {
+    let clock = TestClock::default();
+    let stack = approval_stack(POLICY, Duration::from_secs(2), Some(&clock)).await;
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let dba = stack.token("dana@example.com", &["dbas"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+
+    // Not decided within the wait: an error naming the request, which stays open.
+    let delete_ada = "DELETE FROM orders WHERE customer = 'Ada Lovelace'";
+    let id = held(&mut client, delete_ada).await;
+    let (tags, error) = outcome(&mut client).await;
+    assert!(tags.is_empty());
+    let (code, message) = error.unwrap();
+    assert_eq!(code, "42501");
+    assert!(
+        message.contains(&format!("approval request {id} was not decided within 2s")),
+        "{message}"
+    );
+    assert!(message.contains("stays open"), "{message}");
+    assert_eq!(request_state(&stack, &id, &dba).await, "pending");
+
+    // Approved later, for two uses within ten minutes: running it again uses the grant.
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id}/approve"),
+        &dba,
+        json!({"budget": 2, "ttl": "10m"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    client.query(delete_ada).await;
+    let (tags, error) = outcome(&mut client).await;
+    assert_eq!((tags, error), (vec!["DELETE 1".to_owned()], None));
+
+    // Other literal values are another statement: held, not covered.
+    let other = held(
+        &mut client,
+        "DELETE FROM orders WHERE customer = 'Grace Hopper'",
+    )
+    .await;
+    assert_ne!(other, id);
+    let (_, error) = outcome(&mut client).await;
+    assert!(error.unwrap().1.contains("was not decided"));
+    assert_eq!(count(&stack, "customer = 'Grace Hopper'").await, 1);
+
+    // The second use (nothing left to delete, but it runs).
+    client.query(delete_ada).await;
+    let (tags, error) = outcome(&mut client).await;
+    assert_eq!((tags, error), (vec!["DELETE 0".to_owned()], None));
+    // The budget is spent.
+    held(&mut client, delete_ada).await;
+    let (_, error) = outcome(&mut client).await;
+    assert!(error.unwrap().1.contains("was not decided"));
+
+    // A new grant, and then its time runs out.
+    let delete_alan = "DELETE FROM orders WHERE customer = 'Alan Turing'";
+    let id = held(&mut client, delete_alan).await;
+    let (_, error) = outcome(&mut client).await;
+    assert!(error.is_some());
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id}/approve"),
+        &dba,
+        json!({"ttl": "5m", "budget": 3}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Longer than the policy allows (1h by default) is refused.
+    let id2 = held(&mut client, "DELETE FROM orders WHERE id = 999").await;
+    let (_, _) = outcome(&mut client).await;
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id2}/approve"),
+        &dba,
+        json!({"ttl": "2h"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    clock.advance(Duration::from_secs(6 * 60));
+    held(&mut client, delete_alan).await;
+    let (_, error) = outcome(&mut client).await;
+    assert!(error.unwrap().1.contains("was not decided"));
+    assert_eq!(count(&stack, "customer = 'Alan Turing'").await, 1);
+}
+
+#[tokio::test]
+async fn a_cancelled_client_withdraws_its_request() {
+    let stack = approval_stack(POLICY, Duration::from_secs(60), None).await;
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let dba = stack.token("dana@example.com", &["dbas"]);
+    let (mut client, (pid, secret)) = RawClient::login(stack.addr, "writer", &writer).await;
+    let id = held(&mut client, "DELETE FROM orders").await;
+    common::send_cancel(stack.addr, pid, secret).await;
+    let (tags, error) = outcome(&mut client).await;
+    assert!(tags.is_empty());
+    let (code, message) = error.unwrap();
+    assert_eq!(code, "57014");
+    assert!(
+        message.contains(&format!("approval request {id} withdrawn")),
+        "{message}"
+    );
+    assert_eq!(request_state(&stack, &id, &dba).await, "withdrawn");
+    // An approval arriving now changes nothing.
+    let (status, _) = post(
+        &stack,
+        &format!("/v1/requests/{id}/approve"),
+        &dba,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(count(&stack, "true").await, 4);
+
+    // A client that disconnects withdraws too.
+    let id = held(&mut client, "DELETE FROM orders").await;
+    drop(client);
+    wait_until("the request is withdrawn", || {
+        let stack = &stack;
+        let (id, dba) = (id.clone(), dba.clone());
+        async move { request_state(stack, &id, &dba).await == "withdrawn" }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_held_statement_keeps_its_transaction_and_extended_batches_wait_at_sync() {
+    let stack = approval_stack(POLICY, Duration::from_secs(60), None).await;
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let dba = stack.token("dana@example.com", &["dbas"]);
+
+    // Inside BEGIN … COMMIT: the transaction stays open while it waits, and commits whole.
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+    client
+        .query("BEGIN; INSERT INTO orders (tenant_id, customer, amount) VALUES ('acme', 'Barbara Liskov', 1)")
+        .await;
+    let _ = outcome(&mut client).await;
+    let id = held(
+        &mut client,
+        "DELETE FROM orders WHERE customer = 'Ada Lovelace'",
+    )
+    .await;
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id}/approve"),
+        &dba,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (tags, error) = outcome(&mut client).await;
+    assert_eq!((tags, error), (vec!["DELETE 1".to_owned()], None));
+    client.query("COMMIT").await;
+    let (tags, error) = outcome(&mut client).await;
+    assert_eq!((tags, error), (vec!["COMMIT".to_owned()], None));
+    assert_eq!(count(&stack, "customer = 'Barbara Liskov'").await, 1);
+    assert_eq!(count(&stack, "customer = 'Ada Lovelace'").await, 0);
+
+    // tokio-postgres: Parse/Bind/Execute/Sync held until approved; parameters are part of
+    // what a statement grant covers.
+    let pg = stack.connect("writer", &writer).await.unwrap();
+    let pending = tokio::spawn(async move {
+        let deleted = pg
+            .execute("DELETE FROM orders WHERE customer = $1", &[&"Grace Hopper"])
+            .await;
+        (pg, deleted)
+    });
+    let found = Arc::new(std::sync::Mutex::new(None));
+    wait_until("the extended-protocol request is pending", || {
+        let stack = &stack;
+        let dba = dba.clone();
+        let found = found.clone();
+        async move {
+            let (_, body) = get(stack, "/v1/requests?state=pending", &dba).await;
+            let id = body["requests"][0]["id"].as_str().map(str::to_owned);
+            let pending = id.is_some();
+            *found.lock().unwrap() = id;
+            pending
+        }
+    })
+    .await;
+    let id = found.lock().unwrap().clone().unwrap();
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id}/approve"),
+        &dba,
+        json!({"budget": 5}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (pg, deleted) = pending.await.unwrap();
+    assert_eq!(deleted.unwrap(), 1);
+    // The same text with another parameter is not covered by the grant.
+    let other = tokio::time::timeout(
+        Duration::from_secs(1),
+        pg.execute(
+            "DELETE FROM orders WHERE customer = $1",
+            &[&"Edsger Dijkstra"],
+        ),
+    )
+    .await;
+    assert!(
+        other.is_err(),
+        "another parameter must wait for its own approval"
+    );
+    assert_eq!(count(&stack, "customer = 'Edsger Dijkstra'").await, 1);
+}
