@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout)]
 
 mod admin;
+mod approvals_cmd;
 mod audit_cmd;
 mod policy_cmd;
 mod quickstart;
@@ -99,6 +100,57 @@ enum Command {
         #[command(flatten)]
         client: sessions_cmd::AdminClient,
     },
+    /// List approval requests: statements held until an approver decides.
+    Requests {
+        /// Which requests.
+        #[arg(long, value_enum, default_value = "pending")]
+        state: approvals_cmd::StateFilter,
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
+    /// Approve a held statement: it runs at once if its client still waits.
+    Approve {
+        /// The request's id, from the client's notice or `postern requests`.
+        id: String,
+        /// How long the grant lasts (e.g. 30m); at most, and by default, what the policy says.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// What the grant covers.
+        #[arg(long, value_enum)]
+        scope: Option<approvals_cmd::Scope>,
+        /// How many times the grant may be used (a statement grant: once by default).
+        #[arg(long)]
+        budget: Option<u32>,
+        /// Recorded with your approval.
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
+    /// Deny a held statement: its client gets an error with your name and comment.
+    Deny {
+        /// The request's id.
+        id: String,
+        /// Why: shown to the requester and recorded.
+        #[arg(long)]
+        comment: String,
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
+    /// List grants made by approvals (active ones unless --all).
+    Grants {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
+    /// Revoke a grant: it covers nothing from now on.
+    RevokeGrant {
+        /// The grant's id, from `postern grants`.
+        id: String,
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,6 +190,32 @@ fn main() -> ExitCode {
             } => sessions_cmd::revoke(&client, &who, &reason, lasts.as_deref()).await,
             Command::Revocations { client } => sessions_cmd::revocations(&client).await,
             Command::Unrevoke { id, client } => sessions_cmd::unrevoke(&client, &id).await,
+            Command::Requests { state, client } => approvals_cmd::list(&client, state).await,
+            Command::Approve {
+                id,
+                ttl,
+                scope,
+                budget,
+                comment,
+                client,
+            } => {
+                approvals_cmd::approve(
+                    &client,
+                    &id,
+                    ttl.as_deref(),
+                    scope,
+                    budget,
+                    comment.as_deref(),
+                )
+                .await
+            }
+            Command::Deny {
+                id,
+                comment,
+                client,
+            } => approvals_cmd::deny(&client, &id, &comment).await,
+            Command::Grants { all, client } => approvals_cmd::grants(&client, all).await,
+            Command::RevokeGrant { id, client } => approvals_cmd::revoke_grant(&client, &id).await,
         }
     });
     match result {

@@ -23,9 +23,34 @@ const AUDIT_FILE: &str = "audit/audit.jsonl";
 const CONFIG_FILE: &str = "postern.toml";
 const POLICY_FILE: &str = "policies.cedar";
 const STORE_FILE: &str = "state.db";
+/// The admin API's URL, for the CLI run with `--dir` (or in the default directory).
+pub const ADMIN_ADDRESS_FILE: &str = "admin-address";
 
-/// The quickstart's own policy, to show a refusal by policy and a reload on save.
+/// The quickstart's own policy: a refusal by policy, a statement held for approval, and a reload
+/// on save. Complete on its own (Postern's defaults are off in the quickstart).
 const QUICKSTART_POLICY: &str = r#"// Postern reloads this file when it changes. Validate with `postern policy check`.
+
+// Whoever a role rule maps to a role may connect, read and export.
+@id("connect")
+permit (principal, action == Action::"connect", resource);
+@id("read")
+permit (principal, action in [Action::"read", Action::"copy_out"], resource);
+
+// Writers may insert, update, import and change schema...
+@id("writes")
+permit (principal, action in [Action::"write", Action::"copy_in", Action::"ddl"], resource)
+unless { context.command == "DELETE" };
+
+// ...but a DELETE waits for one approval from group dbas (`postern requests`, `postern
+// approve ID`). The grant lasts at most 30 minutes; approvers see an impact preview.
+@id("deletes-need-a-dba")
+@approval("group=dbas ttl=30m preview")
+permit (principal, action == Action::"write", resource)
+when { context.command == "DELETE" };
+
+// Database administrators decide approval requests.
+@id("dbas-approve")
+permit (principal in Group::"dbas", action == Action::"approve", resource);
 
 // Analysts may read, never change data or schema (the database's grants say the same; this
 // says it at Postern, with a message naming the policy).
@@ -128,6 +153,9 @@ async fn run_with_cluster(
     let policy_file = dir.join(POLICY_FILE);
     std::fs::write(&policy_file, QUICKSTART_POLICY)?;
     config.policy.files.push(policy_file);
+    // The quickstart's policy file is complete on its own: Postern's defaults would let writers
+    // delete without the approval it shows.
+    config.policy.include_defaults = false;
     config.store.path = dir.join(STORE_FILE);
     config.admin = Some(postern_config::AdminConfig {
         address: SocketAddr::from(([127, 0, 0, 1], args.admin_port)),
@@ -146,6 +174,10 @@ async fn run_with_cluster(
         .await
         .context("use --admin-port to pick another port")?;
     let serving = tokio::spawn(proxy.serve());
+    std::fs::write(
+        dir.join(ADMIN_ADDRESS_FILE),
+        format!("http://127.0.0.1:{}\n", args.admin_port),
+    )?;
     print_instructions(args, dir, listen);
     crate::stop_requested().await;
     println!("\nStopping Postern ...");
@@ -179,11 +211,24 @@ Connect as an engineer (role writer): use --groups engineers and user=writer.
 Tokens last 15 minutes (--ttl to change). Add --claim tenant_id=acme for claims that row-level
 security can read with postern.claim('tenant_id').
 
+Watch a DELETE wait for approval: as the engineer, run
+
+  DELETE FROM orders WHERE customer = 'Alan Turing';
+
+psql prints the request id and waits. In another terminal, approve it as a dba:
+
+  export POSTERN_TOKEN=\"$({postern} token --dev{dir_arg} --sub dana@example.com --groups dbas)\"
+  {postern} requests{dir_arg}
+  {postern} approve REQUEST_ID{dir_arg}
+
+and the DELETE runs. (Or deny it: {postern} deny REQUEST_ID --comment \"...\"{dir_arg}.)
+The console is at http://127.0.0.1:{admin_port}/console/ (sign in as a member of dbas).
+
 See and end live sessions as an operator (admin API on 127.0.0.1:{admin_port}):
 
   export POSTERN_TOKEN=\"$({postern} token --dev{dir_arg} --sub olga@example.com --groups operators)\"
-  {postern} sessions{admin_arg}
-  {postern} kill SESSION_ID --reason \"...\"{admin_arg}
+  {postern} sessions{dir_arg}
+  {postern} kill SESSION_ID --reason \"...\"{dir_arg}
 
 Statement policy is in {policies} (Cedar; saved changes apply to the next statement).
 Every statement is recorded in {audit}; check its hash chain with:
@@ -191,11 +236,6 @@ Every statement is recorded in {audit}; check its hash chain with:
 
 Press Ctrl-C to stop; everything in {dir} is then removed.",
         admin_port = args.admin_port,
-        admin_arg = if args.admin_port == 6480 {
-            String::new()
-        } else {
-            format!(" --admin http://127.0.0.1:{}", args.admin_port)
-        },
         audit = dir.join(AUDIT_FILE).display(),
         policies = dir.join(POLICY_FILE).display(),
         dir = dir.display(),
@@ -223,6 +263,7 @@ fn remove_created(dir: &Path) {
         CONFIG_FILE,
         POLICY_FILE,
         STORE_FILE,
+        ADMIN_ADDRESS_FILE,
         "state.db-wal",
         "state.db-shm",
     ] {

@@ -12,15 +12,34 @@ use serde_json::Value;
 /// Where the admin API is and who is asking.
 #[derive(Debug, clap::Args)]
 pub struct AdminClient {
-    /// The admin API's base URL.
-    #[arg(long, env = "POSTERN_ADMIN", default_value = "http://127.0.0.1:6480")]
-    admin: String,
+    /// The admin API's base URL. Default: the one of a quickstart running in --dir, else
+    /// http://127.0.0.1:6480.
+    #[arg(long, env = "POSTERN_ADMIN")]
+    admin: Option<String>,
+    /// A running quickstart's directory: its admin API is found there.
+    #[arg(long, default_value = crate::quickstart::DEFAULT_DIR)]
+    dir: PathBuf,
     /// A file holding your identity token (instead of the POSTERN_TOKEN environment variable).
     #[arg(long)]
     token_file: Option<PathBuf>,
 }
 
+/// Where the admin API is when nothing says otherwise.
+const DEFAULT_ADMIN: &str = "http://127.0.0.1:6480";
+
 impl AdminClient {
+    /// The admin API's base URL: `--admin`, else the quickstart's in `--dir`, else the default.
+    fn admin(&self) -> String {
+        if let Some(admin) = &self.admin {
+            return admin.trim_end_matches('/').to_owned();
+        }
+        std::fs::read_to_string(self.dir.join(crate::quickstart::ADMIN_ADDRESS_FILE))
+            .ok()
+            .map(|url| url.trim().trim_end_matches('/').to_owned())
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_owned())
+    }
+
     fn token(&self) -> anyhow::Result<String> {
         let token = match &self.token_file {
             Some(path) => std::fs::read_to_string(path)
@@ -34,17 +53,17 @@ impl AdminClient {
         Ok(token.trim().to_owned())
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.admin.trim_end_matches('/'))
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin())
     }
 
     /// Sends a request; returns the JSON body of a success, or the API's error message.
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request
             .bearer_auth(self.token()?)
             .send()
             .await
-            .with_context(|| format!("cannot reach the admin API at {}", self.admin))?;
+            .with_context(|| format!("cannot reach the admin API at {}", self.admin()))?;
         let status = response.status();
         let body: Value = response
             .json()

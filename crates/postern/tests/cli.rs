@@ -38,15 +38,13 @@ fn psql(port: u16, user: &str, token: &str, sql: &str) -> std::process::Output {
 }
 
 fn dev_token(dir: &Path, groups: &str) -> String {
+    dev_token_for(dir, "alice@example.com", groups)
+}
+
+fn dev_token_for(dir: &Path, subject: &str, groups: &str) -> String {
     let output = Command::new(POSTERN)
         .args([
-            "token",
-            "--dev",
-            "--sub",
-            "alice@example.com",
-            "--groups",
-            groups,
-            "--dir",
+            "token", "--dev", "--sub", subject, "--groups", groups, "--dir",
         ])
         .arg(dir)
         .output()
@@ -137,15 +135,14 @@ fn quickstart_serves_psql_with_a_dev_token_and_cleans_up_on_ctrl_c() {
         "{stderr}"
     );
 
-    // An operator lists the live sessions as the instructions say (none is open now).
+    // An operator lists the live sessions as the instructions say (none is open now): the CLI
+    // finds the quickstart's admin API (on a port of its own here) from --dir alone.
     let operator = dev_token(&dir, "operators");
     let output = Command::new(POSTERN)
-        .args([
-            "sessions",
-            "--admin",
-            &format!("http://127.0.0.1:{admin_port}"),
-        ])
+        .args(["sessions", "--dir"])
+        .arg(&dir)
         .env("POSTERN_TOKEN", &operator)
+        .env_remove("POSTERN_ADMIN")
         .output()
         .unwrap();
     assert!(
@@ -155,9 +152,87 @@ fn quickstart_serves_psql_with_a_dev_token_and_cleans_up_on_ctrl_c() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("(0 sessions)"));
     assert!(
-        printed.contains(&format!("sessions --admin http://127.0.0.1:{admin_port}")),
+        printed.contains(&format!(
+            "sessions --dir {}",
+            dir.canonicalize().unwrap().display()
+        )),
         "{printed}"
     );
+    assert!(printed.contains("/console/"), "{printed}");
+
+    // The demo's DELETE waits for a dba, as the instructions show: psql prints the notice and
+    // waits; `postern approve` as another person lets it run.
+    let engineer = dev_token_for(&dir, "erin@example.com", "engineers");
+    let deleting = Command::new("psql")
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg("DELETE FROM orders WHERE customer = 'Alan Turing'")
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname=demo user=writer connect_timeout=10"
+        ))
+        .env("PGPASSWORD", &engineer)
+        .env_remove("PGSSLMODE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dba = dev_token_for(&dir, "dana@example.com", "dbas");
+    let postern = |args: &[&str], token: &str| {
+        let output = Command::new(POSTERN)
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .env("POSTERN_TOKEN", token)
+            .env_remove("POSTERN_ADMIN")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let (ok, stdout, stderr) = postern(&["requests"], &dba);
+        assert!(ok, "{stderr}");
+        let id = stdout
+            .lines()
+            .find(|line| line.contains("erin@example.com"))
+            .and_then(|line| line.split_whitespace().next().map(str::to_owned));
+        if let Some(id) = id {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pending request: {stdout}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The requester cannot approve their own request, even if they were a dba.
+    let (ok, _, stderr) = postern(
+        &["approve", &id],
+        &dev_token_for(&dir, "erin@example.com", "dbas"),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("own request"), "{stderr}");
+    let (ok, stdout, stderr) = postern(&["approve", &id, "--comment", "duplicate"], &dba);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&format!("request {id} approved")),
+        "{stdout}"
+    );
+    let output = deleting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "NOTICE:  statement held for approval: request {id}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("postern approve"), "{stderr}");
+    let output = psql(port, "reader", &token, "SELECT count(*) FROM orders");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3");
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
