@@ -553,3 +553,135 @@ async fn a_held_statement_keeps_its_transaction_and_extended_batches_wait_at_syn
     );
     assert_eq!(count(&stack, "customer = 'Edsger Dijkstra'").await, 1);
 }
+
+/// One HTTP request as a test receiver saw it: lower-cased headers and the raw body.
+struct Received {
+    headers: std::collections::HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// A webhook receiver on loopback: answers 200 and hands each request over.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/dbas", listener.local_addr().unwrap());
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head_end, length) = loop {
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the request ended early");
+                    data.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while data.len() < head_end + length {
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the body ended early");
+                    data.extend_from_slice(&chunk[..n]);
+                }
+                let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+                let headers = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+                    .collect();
+                let body = data[head_end..head_end + length].to_vec();
+                stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await
+                    .unwrap();
+                let _ = sender.send(Received { headers, body });
+            });
+        }
+    });
+    (url, received)
+}
+
+#[tokio::test]
+async fn the_approver_group_webhook_receives_a_signed_slack_message() {
+    let (url, mut received) = webhook_receiver().await;
+    let mut stack = approval_stack(POLICY, Duration::from_secs(60), None).await;
+    let secret = "a-webhook-secret-of-at-least-32-bytes!!";
+    let secret_file = stack.dir().join("dbas-hook-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    stack.config.approvals.webhooks.insert(
+        "dbas".to_owned(),
+        postern_config::WebhookConfig {
+            url,
+            secret_file: Some(secret_file),
+            secret_env: None,
+        },
+    );
+    stack.start_proxy().await.unwrap();
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+    let id = held(
+        &mut client,
+        "-- reason: INC-7\nDELETE FROM orders WHERE customer = 'Grace Hopper'",
+    )
+    .await;
+
+    let delivery = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .expect("the webhook is called")
+        .unwrap();
+    let timestamp = &delivery.headers[postern_notify::TIMESTAMP_HEADER];
+    let signature = &delivery.headers[postern_notify::SIGNATURE_HEADER];
+    assert!(postern_notify::verify_signature(
+        secret.as_bytes(),
+        timestamp,
+        &delivery.body,
+        signature,
+        SystemTime::now(),
+        postern_notify::DEFAULT_SIGNATURE_TOLERANCE,
+    ));
+    assert!(!postern_notify::verify_signature(
+        b"another secret of at least thirty-two bytes",
+        timestamp,
+        &delivery.body,
+        signature,
+        SystemTime::now(),
+        postern_notify::DEFAULT_SIGNATURE_TOLERANCE,
+    ));
+    let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+    // What Slack's incoming webhooks read, and the structured facts for everyone else.
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains("wes@example.com"), "{text}");
+    assert!(text.contains(&format!("postern approve {id}")), "{text}");
+    assert!(body["blocks"].is_array());
+    assert_eq!(body["postern"]["request_id"], json!(id));
+    assert_eq!(body["postern"]["event"], json!("approval.requested"));
+    assert_eq!(body["postern"]["fields"]["reason"], json!("INC-7"));
+    assert!(
+        body["postern"]["fields"]["statement"]
+            .as_str()
+            .unwrap()
+            .contains("DELETE FROM orders WHERE customer ="),
+        "{body}"
+    );
+    wait_until("the delivery is audited", || {
+        let events = stack.audit_events();
+        let id = id.clone();
+        async move {
+            events.iter().any(|e| {
+                e["kind"] == "approval" && e["action"] == "notified" && e["request"] == json!(id)
+            })
+        }
+    })
+    .await;
+}
