@@ -38,11 +38,14 @@ pub enum Action {
     /// Revoke identities' access. Revocations cover every target, so this must be allowed on
     /// every target.
     Revoke,
+    /// Search the audit log (admin API `GET /v1/audit`). The log holds every target's events,
+    /// so this must be allowed on every target.
+    ViewAudit,
 }
 
 impl Action {
     /// Every action, in the order of [`Action::index`].
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Connect,
         Self::Assume,
         Self::Read,
@@ -57,6 +60,7 @@ impl Action {
         Self::ViewSessions,
         Self::EndSession,
         Self::Revoke,
+        Self::ViewAudit,
     ];
 
     /// The Cedar action id (`Action::"copy_in"`), also the name used in messages and audit
@@ -78,11 +82,30 @@ impl Action {
             Self::ViewSessions => "view_sessions",
             Self::EndSession => "end_session",
             Self::Revoke => "revoke",
+            Self::ViewAudit => "view_audit",
         }
     }
 
     pub(crate) fn index(self) -> usize {
         self as usize
+    }
+
+    /// Whether the action is a statement's: only a statement can be held for approval, so for
+    /// the others (connect, assume, the control actions) a permit that asks for approval never
+    /// allows.
+    #[must_use]
+    pub fn is_statement(self) -> bool {
+        matches!(
+            self,
+            Self::Read
+                | Self::Write
+                | Self::Ddl
+                | Self::Dcl
+                | Self::Admin
+                | Self::CopyOut
+                | Self::CopyIn
+                | Self::Raw
+        )
     }
 }
 

@@ -357,6 +357,23 @@ impl PolicyEngine {
                 } else {
                     Vec::new()
                 };
+                if !approvals.is_empty() && !action.is_statement() {
+                    let message = format!(
+                        "permission denied: {action} on {resource} for {asker} needs approval \
+                         (policy \"{}\"), and only statements can wait for one",
+                        policies.first().map_or("", String::as_str)
+                    );
+                    return Outcome {
+                        decision: Decision::Deny {
+                            reason: DenyReason::NotPermitted,
+                            policies,
+                            action,
+                            resource,
+                            message,
+                        },
+                        errors: Vec::new(),
+                    };
+                }
                 Decision::Allow {
                     policies,
                     approvals,

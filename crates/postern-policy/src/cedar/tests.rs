@@ -845,6 +845,32 @@ permit (principal, action == Action::"write", resource) when { context.command =
 }
 
 #[test]
+fn only_statements_can_wait_for_approval() {
+    let engine = closed_engine(
+        r#"
+@id("connect-approved") @approval("dbas") permit (principal, action == Action::"connect", resource);
+@id("approve-approved") @approval("dbas") permit (principal, action == Action::"approve", resource);
+"#,
+    );
+    let decision = engine.decide_connect(&bob(), &ctx("writer"));
+    let message = decision.message().unwrap_or_default().to_owned();
+    assert!(!decision.is_allowed());
+    assert!(
+        message.contains("needs approval (policy \"connect-approved\")"),
+        "{message}"
+    );
+    let session = engine.session(&bob());
+    let target = Resource::Target {
+        name: "demo".into(),
+    };
+    assert!(
+        !session
+            .decide(&engine, &ctx("writer"), Action::Approve, target)
+            .is_allowed()
+    );
+}
+
+#[test]
 fn an_unreadable_approval_is_a_load_error() {
     let errors = PolicyEngine::load(
         &[source(
@@ -950,6 +976,7 @@ fn requests_and_entities_conform_to_the_schema() {
         (Action::ViewSessions, &target),
         (Action::EndSession, &target),
         (Action::Revoke, &target),
+        (Action::ViewAudit, &target),
     ];
     for (action, resource) in cases {
         Request::new(
