@@ -685,3 +685,136 @@ async fn the_approver_group_webhook_receives_a_signed_slack_message() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn keepalives_while_waiting_and_an_ended_session_withdraws() {
+    let stack = approval_stack(POLICY, Duration::from_secs(60), None).await;
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let dba = stack.token("dana@example.com", &["dbas"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+    let id = held(&mut client, "DELETE FROM orders").await;
+    // Keepalive notices every second (approvals.keepalive) while it waits.
+    for _ in 0..2 {
+        let notice = client.read().await.expect("a keepalive");
+        assert_eq!(notice.tag, backend::NOTICE_RESPONSE);
+        let message = notice.error().message;
+        assert!(
+            message.starts_with(&format!("still waiting for approval of request {id}")),
+            "{message}"
+        );
+    }
+    // An operator ends the session: the client is told, the request is withdrawn.
+    let session = stack
+        .sessions()
+        .unwrap()
+        .list()
+        .into_iter()
+        .find(|s| s.subject == "wes@example.com")
+        .unwrap();
+    stack
+        .sessions()
+        .unwrap()
+        .get(&session.id)
+        .unwrap()
+        .end(postern_proxy::registry::EndRequest {
+            kind: postern_proxy::registry::EndKind::Killed,
+            by: "olga@example.com".into(),
+            reason: "maintenance".into(),
+        });
+    let fatal = client
+        .read_to_end()
+        .await
+        .into_iter()
+        .find(|m| m.tag == backend::ERROR_RESPONSE)
+        .expect("a FATAL error");
+    assert_eq!(fatal.error().code, "57P01");
+    wait_until("the request is withdrawn", || {
+        let stack = &stack;
+        let (id, dba) = (id.clone(), dba.clone());
+        async move { request_state(stack, &id, &dba).await == "withdrawn" }
+    })
+    .await;
+    assert_eq!(count(&stack, "true").await, 4);
+}
+
+#[tokio::test]
+async fn action_grants_cover_the_action_on_the_table_until_revoked() {
+    let stack = approval_stack(POLICY, Duration::from_secs(60), None).await;
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let dba = stack.token("dana@example.com", &["dbas"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+
+    // Live updates: an approver's event stream sees the request appear.
+    let events = reqwest::Client::new()
+        .get(format!("{}/v1/events", stack.admin_url()))
+        .bearer_auth(&dba)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    assert_eq!(
+        events.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut events = events;
+
+    let id = held(
+        &mut client,
+        "DELETE FROM orders WHERE customer = 'Ada Lovelace'",
+    )
+    .await;
+    let mut seen = String::new();
+    while !seen.contains(&format!("\"id\":\"{id}\"")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: request"), "{seen}");
+
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{id}/approve"),
+        &dba,
+        json!({"scope": "action", "ttl": "10m"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(outcome(&mut client).await.0, ["DELETE 1"]);
+    // Another DELETE on the same table is covered, with no new request.
+    client
+        .query("DELETE FROM orders WHERE customer = 'Alan Turing'")
+        .await;
+    assert_eq!(
+        outcome(&mut client).await,
+        (vec!["DELETE 1".to_owned()], None)
+    );
+    // The requester may see their grant; revoked, it covers nothing.
+    let (status, body) = get(&stack, "/v1/grants", &writer).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["grants"][0]["id"], json!(grant));
+    let (status, _) = reqwest::Client::new()
+        .delete(format!("{}/v1/grants/{grant}", stack.admin_url()))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "the requester cannot revoke");
+    let response = reqwest::Client::new()
+        .delete(format!("{}/v1/grants/{grant}", stack.admin_url()))
+        .bearer_auth(&dba)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    held(
+        &mut client,
+        "DELETE FROM orders WHERE customer = 'Grace Hopper'",
+    )
+    .await;
+    assert_eq!(count(&stack, "customer = 'Grace Hopper'").await, 1);
+}
