@@ -69,6 +69,7 @@ function fromAny(value) {
 function relative(date) {
   const seconds = Math.round((date.getTime() - Date.now()) / 1000);
   const magnitude = Math.abs(seconds);
+  if (magnitude < 5) return 'just now';
   let text;
   if (magnitude < 45) text = `${magnitude}s`;
   else if (magnitude < 3600) text = `${Math.round(magnitude / 60)} min`;
@@ -91,6 +92,10 @@ function duration(seconds) {
   if (seconds % 3600 === 0 && seconds >= 3600) return `${seconds / 3600} h`;
   if (seconds % 60 === 0 && seconds >= 60) return `${seconds / 60} min`;
   return `${seconds} s`;
+}
+
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
 function stateBadge(state) {
@@ -201,9 +206,11 @@ async function api(method, path, body) {
     }
   }
   if (!response.ok) {
-    const message = data && typeof data.error === 'string'
-      ? data.error
-      : `HTTP ${response.status} ${response.statusText}`.trim();
+    let message = `HTTP ${response.status} ${response.statusText}`.trim();
+    if (data && typeof data.error === 'string') message = data.error;
+    else if (response.status === 404) {
+      message = `This Postern's admin API has no ${path.split('?')[0]} (HTTP 404).`;
+    }
     if (response.status === 401 && path !== '/console/session') signedOut(message);
     throw new ApiError(response.status, message);
   }
@@ -312,6 +319,11 @@ function listen() {
       return;
     }
     requestChanged(request);
+  });
+  // The server skipped events this page was too slow to take: read everything again.
+  events.addEventListener('lagged', () => {
+    scheduleRefresh('pending');
+    if (console_.tab === 'past') scheduleRefresh('past');
   });
   events.addEventListener('error', () => {
     if (events.readyState === EventSource.CLOSED) {
@@ -464,7 +476,8 @@ function requestBody(request) {
     field('Who', el('strong', { text: request.requester_subject }),
       el('span', { class: 'muted', text: ` (${request.requester_issuer})` })),
     field('When', when(request.created_at)),
-    field(request.state === 'pending' ? 'Lapses' : 'Would have lapsed', when(request.expires_at)),
+    request.state === 'pending' ? field('Lapses', when(request.expires_at)) : null,
+    request.state === 'expired' ? field('Lapsed', when(request.expires_at)) : null,
     request.decided_at ? field('Decided', when(request.decided_at)) : null,
     field('From', request.client_ip || '—',
       context.application_name ? el('span', { class: 'muted', text: ` · ${context.application_name}` }) : null),
@@ -490,7 +503,7 @@ function requestBody(request) {
   if (requirements.length) {
     body.push(el('ul', { class: 'plain' }, requirements.map((r) => el('li', {},
       el('code', { text: r.policy }), ': ',
-      `${r.approvers} approver${r.approvers === 1 ? '' : 's'} from `,
+      `${plural(r.approvers, 'approver')} from `,
       el('strong', { text: r.group }),
       `, grant up to ${duration(r.grant_ttl_secs)}`,
       r.preview ? ', impact preview' : ''))));
@@ -512,7 +525,7 @@ function requestBody(request) {
         el('td', {}, stateBadge(v.verdict === 'approve' ? 'approved' : 'denied')),
         el('td', { text: v.comment || '' }),
         el('td', { text: v.verdict === 'approve'
-          ? [v.scope, v.ttl_secs ? duration(v.ttl_secs) : null, v.budget ? `${v.budget} runs` : null]
+          ? [v.scope, v.ttl_secs ? duration(v.ttl_secs) : null, v.budget ? plural(v.budget, 'run') : null]
             .filter(Boolean).join(', ')
           : '' }),
         el('td', {}, when(v.at)))))));
@@ -548,8 +561,7 @@ function previewBlock(request, requirements) {
   }
   return el('div', {},
     typeof preview.rows === 'number'
-      ? el('p', {}, 'Would affect ', el('strong', { text: String(preview.rows) }),
-        preview.rows === 1 ? ' row' : ' rows')
+      ? el('p', {}, 'Would affect ', el('strong', { text: plural(preview.rows, 'row') }))
       : null,
     preview.plan ? el('pre', { class: 'plan', text: preview.plan }) : null);
 }
@@ -580,7 +592,7 @@ function renderDetail(tab, request, fresh) {
   show(note, !pending);
   if (!pending) {
     note.textContent = request.decided_at
-      ? `This request was ${request.state} ${relative(fromUnix(request.decided_at))}.`
+      ? `This request was ${request.state} ${relative(fromUnix(request.decided_at))}; nothing more to decide.`
       : `This request is ${request.state}.`;
   }
 }
@@ -653,7 +665,7 @@ function decisionMessage(result) {
   const until = fromUnix(grant.expires_at);
   return `Approved: grant ${grant.id} for ${grant.subject}`
     + (until ? `, until ${until.toLocaleString()}` : '')
-    + (grant.budget ? `, ${grant.budget} runs` : '') + '.';
+    + (grant.budget ? `, ${plural(grant.budget, 'run')}` : '') + '.';
 }
 
 // ---------------------------------------------------------------------------------------------

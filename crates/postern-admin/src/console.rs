@@ -46,6 +46,7 @@ use crate::ApiError;
 const INDEX_HTML: &str = include_str!("../console/index.html");
 const APP_JS: &str = include_str!("../console/app.js");
 const APP_CSS: &str = include_str!("../console/app.css");
+const FAVICON_SVG: &str = include_str!("../console/favicon.svg");
 
 /// The content security policy of every response: this origin's scripts, styles, images and
 /// connections only (no inline code, no `eval`), forms posting back here only, never framed.
@@ -130,6 +131,7 @@ pub fn router_with(control: Control, options: ConsoleOptions) -> Result<Router, 
         .route("/console/", get(index))
         .route("/console/app.js", get(script))
         .route("/console/app.css", get(style))
+        .route("/console/favicon.svg", get(icon))
         .route("/console/login", get(signin::login))
         .route(CALLBACK_PATH, get(signin::callback))
         .route("/console/session", get(signin::session))
@@ -173,6 +175,10 @@ async fn style() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8", "no-cache")
 }
 
+async fn icon() -> Response {
+    asset(FAVICON_SVG, "image/svg+xml", "no-cache")
+}
+
 fn asset(body: &'static str, content_type: &'static str, cache: &'static str) -> Response {
     (
         [
@@ -211,10 +217,10 @@ async fn cookie_to_bearer(
         )
         .into_response();
     };
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        if let Err(why) = session.check_csrf(request.headers()) {
-            return ApiError(StatusCode::FORBIDDEN, why.into()).into_response();
-        }
+    if !matches!(*request.method(), Method::GET | Method::HEAD)
+        && let Err(why) = session.check_csrf(request.headers())
+    {
+        return ApiError(StatusCode::FORBIDDEN, why.into()).into_response();
     }
     let Ok(mut bearer) = HeaderValue::from_str(&format!("Bearer {}", session.token)) else {
         return ApiError(

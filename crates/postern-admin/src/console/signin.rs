@@ -39,6 +39,7 @@ fn failure(status: StatusCode, message: &str) -> Response {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>Postern console: sign-in failed</title>\
+         <link rel=\"icon\" href=\"/console/favicon.svg\" type=\"image/svg+xml\">\
          <link rel=\"stylesheet\" href=\"/console/app.css\"></head>\n<body>\
          <main class=\"narrow\"><h1>Sign-in failed</h1>\n<p class=\"error\">{}</p>\n\
          <p><a class=\"button\" href=\"/console/login\">Try again</a> \
