@@ -86,6 +86,42 @@ impl ConsoleOptions {
             redirect_uri: format!("http://{admin_address}{CALLBACK_PATH}"),
         }
     }
+
+    /// The console's options from `[admin]` (`[admin.console]`) and `[issuers]`, for an admin
+    /// API bound to `admin_address` (the listener's own address, so that port 0 works). `None`
+    /// when there is no admin API, the console is turned off, or no issuer is named while
+    /// several are configured (logged, saying what to write).
+    ///
+    /// # Errors
+    /// When `[admin.console] issuer` names no configured issuer.
+    pub fn from_config(
+        config: &postern_config::Config,
+        admin_address: SocketAddr,
+    ) -> Result<Option<Self>, ConsoleError> {
+        let Some(admin) = &config.admin else {
+            return Ok(None);
+        };
+        match admin.console_issuer(&config.issuers) {
+            Ok(Some((_, issuer))) => Ok(Some(Self::new(
+                issuer.issuer.clone(),
+                admin.console.client_id.clone(),
+                admin_address,
+            ))),
+            Ok(None) => {
+                if admin.console.enabled {
+                    tracing::warn!(
+                        "the web console is off: several issuers are configured and \
+                         [admin.console] issuer names none of them (or set enabled = false)"
+                    );
+                }
+                Ok(None)
+            }
+            Err(problem) => Err(ConsoleError::Config(format!(
+                "{}: {}",
+                problem.key, problem.message
+            ))),
+        }
+    }
 }
 
 /// Why the console cannot be set up.
@@ -94,6 +130,9 @@ pub enum ConsoleError {
     /// The HTTP client for the identity provider could not be built.
     #[error("the console's HTTP client cannot be built: {0}")]
     Client(String),
+    /// The configuration does not say how the console signs in.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Everything the console's handlers share.

@@ -1,10 +1,17 @@
-//! `[admin]`: the admin HTTP API (health, live sessions, revocations). Off unless configured.
+//! `[admin]`: the admin HTTP API (health, live sessions, revocations, approvals) and the web
+//! console it serves (`[admin.console]`). Off unless configured.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Problem;
+use crate::{IssuerConfig, Problem};
+
+/// The console's client id when the configuration does not name one.
+pub const DEFAULT_CONSOLE_CLIENT_ID: &str = "postern-console";
+/// Longest client id accepted.
+const MAX_CLIENT_ID_CHARS: usize = 255;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +21,47 @@ pub struct AdminConfig {
     /// The API speaks plain HTTP, so it must be a loopback address: bearer tokens never cross a
     /// network in the clear (put a TLS-terminating proxy in front to reach it remotely).
     pub address: SocketAddr,
+    /// The web console served under `/console/`.
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// `[admin.console]`: how people sign in to the web console. The console signs in with OpenID
+/// Connect (authorization code flow with PKCE) at the issuer's provider, found through its
+/// discovery document, and verifies the access token it gets like any client's token. Register
+/// the console with the provider as a public client (no secret) whose redirect URI is
+/// `http://<admin address>/console/callback`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Whether the admin API serves the console.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// The issuer people sign in with: its name under `[issuers]`. Default: the only issuer
+    /// when exactly one is configured (with several, name one or the console stays off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The OAuth client id the console signs in as.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+fn default_client_id() -> String {
+    DEFAULT_CONSOLE_CLIENT_ID.to_owned()
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_enabled(),
+            issuer: None,
+            client_id: default_client_id(),
+        }
+    }
 }
 
 impl AdminConfig {
@@ -29,5 +77,135 @@ impl AdminConfig {
                 ),
             ));
         }
+        let client_id = &self.console.client_id;
+        // RFC 6749 Appendix A.1: a client id is printable ASCII.
+        if client_id.is_empty()
+            || client_id.chars().count() > MAX_CLIENT_ID_CHARS
+            || !client_id.chars().all(|c| (' '..='~').contains(&c))
+        {
+            problems.push(Problem::new(
+                "admin.console.client_id",
+                format!(
+                    "must be 1 to {MAX_CLIENT_ID_CHARS} printable ASCII characters (the client \
+                     id registered with the identity provider)"
+                ),
+            ));
+        }
+    }
+
+    /// Checks that the console's issuer names a configured issuer.
+    pub fn validate_console(
+        &self,
+        issuers: &BTreeMap<String, IssuerConfig>,
+        problems: &mut Vec<Problem>,
+    ) {
+        if let Err(problem) = self.console_issuer(issuers) {
+            problems.push(problem);
+        }
+    }
+
+    /// The issuer the console signs in with, by name: `None` when the console is off, or when
+    /// no issuer is named and there is not exactly one to default to.
+    ///
+    /// # Errors
+    /// When `[admin.console] issuer` names no configured issuer.
+    pub fn console_issuer<'a>(
+        &self,
+        issuers: &'a BTreeMap<String, IssuerConfig>,
+    ) -> Result<Option<(&'a str, &'a IssuerConfig)>, Problem> {
+        if !self.console.enabled {
+            return Ok(None);
+        }
+        match &self.console.issuer {
+            Some(name) => match issuers.get_key_value(name) {
+                Some((name, issuer)) => Ok(Some((name.as_str(), issuer))),
+                None => Err(Problem::new(
+                    "admin.console.issuer",
+                    format!(
+                        "no issuer {name:?} is configured; name one of [issuers]: {}",
+                        issuers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+            },
+            None if issuers.len() == 1 => Ok(issuers
+                .iter()
+                .next()
+                .map(|(name, issuer)| (name.as_str(), issuer))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::*;
+    use crate::JwksSource;
+
+    fn issuers(names: &[&str]) -> BTreeMap<String, IssuerConfig> {
+        names
+            .iter()
+            .map(|&name| {
+                let url = format!("https://{name}.example.com");
+                (
+                    name.to_owned(),
+                    IssuerConfig::new(url, "postern", JwksSource::Discovery),
+                )
+            })
+            .collect()
+    }
+
+    fn admin(console: &str) -> AdminConfig {
+        toml::from_str(&format!(
+            "address = \"127.0.0.1:6480\"\n[console]\n{console}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_console_defaults_to_the_only_issuer() {
+        let config: AdminConfig = toml::from_str("address = \"127.0.0.1:6480\"").unwrap();
+        assert_eq!(config.console, ConsoleConfig::default());
+        assert_eq!(config.console.client_id, "postern-console");
+        let one = issuers(&["corp"]);
+        assert_eq!(config.console_issuer(&one).unwrap().unwrap().0, "corp");
+        let two = issuers(&["corp", "ci"]);
+        assert!(config.console_issuer(&two).unwrap().is_none());
+        let named = admin("issuer = \"ci\"\nclient_id = \"console\"");
+        assert_eq!(named.console_issuer(&two).unwrap().unwrap().0, "ci");
+        let off = admin("enabled = false");
+        assert!(off.console_issuer(&one).unwrap().is_none());
+    }
+
+    #[test]
+    fn console_settings_are_checked() {
+        let unknown = admin("issuer = \"nope\"");
+        let mut problems = Vec::new();
+        unknown.validate_console(&issuers(&["corp", "ci"]), &mut problems);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "admin.console.issuer");
+        assert!(
+            problems[0].message.contains("ci, corp"),
+            "{}",
+            problems[0].message
+        );
+
+        for bad in [
+            "client_id = \"\"",
+            "client_id = \"café\"",
+            "client_id = \"a\\nb\"",
+        ] {
+            let mut problems = Vec::new();
+            admin(bad).validate(&mut problems);
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].key, "admin.console.client_id");
+        }
+        assert!(
+            toml::from_str::<AdminConfig>(
+                "address = \"127.0.0.1:6480\"\n[console]\nclient = \"x\""
+            )
+            .is_err()
+        );
     }
 }

@@ -512,3 +512,59 @@ async fn an_unreachable_provider_is_reported() {
     assert!(page.contains("cannot be reached"), "{page}");
     assert!(page.contains("http://127.0.0.1:1"), "{page}");
 }
+
+#[test]
+fn options_come_from_the_admin_section() {
+    let config = |extra: &str| {
+        let text = format!(
+            r#"
+            [issuers.corp]
+            issuer = "https://idp.example.com"
+            audience = ["postern"]
+            {extra}
+            [admin]
+            address = "127.0.0.1:6480"
+            "#
+        );
+        postern_config::Config::from_toml(&text, "test").unwrap()
+    };
+    let bound: SocketAddr = "127.0.0.1:6480".parse().unwrap();
+    let options = ConsoleOptions::from_config(&config(""), bound)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        options,
+        ConsoleOptions {
+            issuer: "https://idp.example.com".into(),
+            client_id: "postern-console".into(),
+            redirect_uri: "http://127.0.0.1:6480/console/callback".into(),
+        }
+    );
+    let two = "[issuers.ci]\nissuer = \"https://ci.example.com\"\naudience = [\"postern\"]\n";
+    assert!(
+        ConsoleOptions::from_config(&config(two), bound)
+            .unwrap()
+            .is_none()
+    );
+    let mut named = config(two);
+    if let Some(admin) = named.admin.as_mut() {
+        admin.console.issuer = Some("ci".into());
+        admin.console.client_id = "console".into();
+    }
+    let options = ConsoleOptions::from_config(&named, "[::1]:7000".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(options.issuer, "https://ci.example.com");
+    assert_eq!(options.client_id, "console");
+    assert_eq!(options.redirect_uri, "http://[::1]:7000/console/callback");
+    if let Some(admin) = named.admin.as_mut() {
+        admin.console.issuer = Some("nope".into());
+    }
+    let error = ConsoleOptions::from_config(&named, bound).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("admin.console.issuer: no issuer \"nope\""),
+        "{error}"
+    );
+}
