@@ -159,6 +159,7 @@ async fn run_with_cluster(
     config.store.path = dir.join(STORE_FILE);
     config.admin = Some(postern_config::AdminConfig {
         address: SocketAddr::from(([127, 0, 0, 1], args.admin_port)),
+        console: Default::default(),
     });
     // For reference: the same deployment, runnable with `postern serve --config` while the
     // quickstart's database and identity provider are up.
@@ -170,7 +171,7 @@ async fn run_with_cluster(
         format!("cannot start Postern on {listen} (use --port to pick another port)")
     })?;
     let shutdown = proxy.shutdown_handle();
-    let admin = crate::admin::start(config.admin.as_ref(), &proxy)
+    let admin = crate::admin::start(&config, &proxy)
         .await
         .context("use --admin-port to pick another port")?;
     let serving = tokio::spawn(proxy.serve());

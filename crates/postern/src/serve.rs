@@ -13,7 +13,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let proxy = Proxy::bind(&config).await.context("cannot start Postern")?;
     let shutdown = proxy.shutdown_handle();
     let policies = proxy.policies();
-    let admin = crate::admin::start(config.admin.as_ref(), &proxy).await?;
+    let admin = crate::admin::start(&config, &proxy).await?;
     let serving = tokio::spawn(proxy.serve());
     // SIGHUP reloads the policy files; a set that does not load is logged and refused.
     #[cfg(unix)]
