@@ -818,3 +818,65 @@ async fn action_grants_cover_the_action_on_the_table_until_revoked() {
     .await;
     assert_eq!(count(&stack, "customer = 'Grace Hopper'").await, 1);
 }
+
+#[tokio::test]
+async fn open_requests_and_grants_lapse_and_are_audited() {
+    let clock = TestClock::default();
+    let stack = approval_stack(POLICY, Duration::from_secs(1), Some(&clock)).await;
+    let writer = stack.token("wes@example.com", &["engineers"]);
+    let dba = stack.token("dana@example.com", &["dbas"]);
+    let (mut client, _) = RawClient::login(stack.addr, "writer", &writer).await;
+    // One request left open after its wait, one approved for ten minutes.
+    let open = held(&mut client, "DELETE FROM orders WHERE id = 1").await;
+    assert!(outcome(&mut client).await.1.is_some());
+    let granted = held(&mut client, "DELETE FROM orders WHERE id = 2").await;
+    assert!(outcome(&mut client).await.1.is_some());
+    let (status, body) = post(
+        &stack,
+        &format!("/v1/requests/{granted}/approve"),
+        &dba,
+        json!({"ttl": "10m"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+
+    // A day later: the open request lapsed (approving it now is refused), the grant expired.
+    clock.advance(Duration::from_secs(25 * 60 * 60));
+    wait_until("the open request lapses", || {
+        let stack = &stack;
+        let (open, dba) = (open.clone(), dba.clone());
+        async move { request_state(stack, &open, &dba).await == "expired" }
+    })
+    .await;
+    let (status, _) = post(
+        &stack,
+        &format!("/v1/requests/{open}/approve"),
+        &dba,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    wait_until("both lapses are audited", || {
+        let events = stack.audit_events();
+        let (open, granted, grant) = (open.clone(), granted.clone(), grant.clone());
+        async move {
+            let expired = |request: &str| {
+                events
+                    .iter()
+                    .filter(|e| {
+                        e["kind"] == "approval"
+                            && e["action"] == "expired"
+                            && e["request"] == json!(request)
+                    })
+                    .cloned()
+                    .collect::<Vec<Value>>()
+            };
+            expired(&open).len() == 1
+                && expired(&granted)
+                    .iter()
+                    .any(|e| e["what"] == "grant" && e["grant"] == json!(grant))
+        }
+    })
+    .await;
+}
