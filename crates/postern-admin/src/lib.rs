@@ -2,19 +2,28 @@
 //! and approvals. A thin layer over [`postern_proxy::control::Control`]: it reads the bearer
 //! token and the request, and maps the control plane's answers to HTTP. Callers prove who they
 //! are with the same tokens as database clients; what they may do is Cedar policy
-//! (`view_sessions`, `end_session`, `revoke`), none of it granted by the shipped defaults.
+//! (`view_sessions`, `end_session`, `revoke`, `approve`, `view_audit`), none of it granted by the
+//! shipped defaults.
 //!
 //! | method | path | |
 //! | --- | --- | --- |
 //! | GET | `/healthz` | the process is up |
 //! | GET | `/readyz` | Postern is serving |
+//! | GET | `/metrics` | Prometheus counters (`metrics.rs`; no token: counts, no names) |
+//! | GET | `/openapi.json` | the OpenAPI 3.1 document of every route (`openapi.rs`; no token) |
 //! | GET | `/v1/sessions` | live sessions on targets where the caller may `view_sessions` |
 //! | POST | `/v1/sessions/{id}/end` | end one (`{"reason": "…"}`), with `end_session` |
 //! | GET | `/v1/revocations` | every revocation, with `revoke` on every target |
 //! | POST | `/v1/revocations` | revoke (`{"scope": {"kind": "subject", "subject": "…"}, "reason": "…", "lasts": "8h"}`) |
 //! | DELETE | `/v1/revocations/{id}` | lift one |
+//! | GET | `/v1/audit?kind=&subject=&…` | search the audit log, with `view_audit` (`audit_search.rs`) |
+//!
+//! The approval routes are in `approvals.rs`. `ROUTES` is the one list of routes.
 
 mod approvals;
+mod audit_search;
+mod metrics;
+mod openapi;
 
 mod console;
 pub use console::{ConsoleError, ConsoleOptions, router_with, serve_with};
@@ -26,7 +35,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use postern_proxy::control::{Caller, Control, ControlError};
 use postern_store::RevocationScope;
 use serde::Deserialize;
@@ -37,23 +46,76 @@ use tokio_util::sync::CancellationToken;
 /// Longest reason accepted for ending a session.
 const MAX_REASON: usize = 500;
 
+/// One route of the admin API: the router is built from `ROUTES`, and the OpenAPI document
+/// must describe each (a test compares the two), so a route cannot be served undocumented.
+struct Route {
+    method: Verb,
+    path: &'static str,
+    /// The handler, under the method filter given.
+    handler: fn(MethodFilter) -> MethodRouter<Control>,
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Verb {
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Post => MethodFilter::POST,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// Every route of the admin API.
+#[rustfmt::skip]
+const ROUTES: &[Route] = &[
+    Route { method: Verb::Get, path: "/healthz", handler: |m| on(m, healthz) },
+    Route { method: Verb::Get, path: "/readyz", handler: |m| on(m, readyz) },
+    Route { method: Verb::Get, path: "/metrics", handler: |m| on(m, metrics::metrics) },
+    Route { method: Verb::Get, path: "/openapi.json", handler: |m| on(m, openapi::document) },
+    Route { method: Verb::Get, path: "/v1/sessions", handler: |m| on(m, list_sessions) },
+    Route { method: Verb::Post, path: "/v1/sessions/{id}/end", handler: |m| on(m, end_session) },
+    Route { method: Verb::Get, path: "/v1/revocations", handler: |m| on(m, list_revocations) },
+    Route { method: Verb::Post, path: "/v1/revocations", handler: |m| on(m, revoke) },
+    Route { method: Verb::Delete, path: "/v1/revocations/{id}", handler: |m| on(m, lift_revocation) },
+    Route { method: Verb::Get, path: "/v1/requests", handler: |m| on(m, approvals::list_requests) },
+    Route { method: Verb::Get, path: "/v1/requests/{id}", handler: |m| on(m, approvals::get_request) },
+    Route { method: Verb::Post, path: "/v1/requests/{id}/approve", handler: |m| on(m, approvals::approve) },
+    Route { method: Verb::Post, path: "/v1/requests/{id}/deny", handler: |m| on(m, approvals::deny) },
+    Route { method: Verb::Get, path: "/v1/grants", handler: |m| on(m, approvals::list_grants) },
+    Route { method: Verb::Delete, path: "/v1/grants/{id}", handler: |m| on(m, approvals::revoke_grant) },
+    Route { method: Verb::Get, path: "/v1/events", handler: |m| on(m, approvals::events) },
+    Route { method: Verb::Get, path: "/v1/webhooks/deliveries", handler: |m| on(m, approvals::deliveries) },
+    Route { method: Verb::Get, path: "/v1/audit", handler: |m| on(m, audit_search::search) },
+];
+
+/// Every route the admin API serves, as (method, path) with paths as OpenAPI writes them
+/// (`/v1/requests/{id}`).
+pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROUTES.iter().map(|r| (r.method.as_str(), r.path))
+}
+
 /// The admin API's routes over `control`.
 pub fn router(control: Control) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/sessions", get(list_sessions))
-        .route("/v1/sessions/{id}/end", post(end_session))
-        .route("/v1/revocations", get(list_revocations).post(revoke))
-        .route("/v1/revocations/{id}", delete(lift_revocation))
-        .route("/v1/requests", get(approvals::list_requests))
-        .route("/v1/requests/{id}", get(approvals::get_request))
-        .route("/v1/requests/{id}/approve", post(approvals::approve))
-        .route("/v1/requests/{id}/deny", post(approvals::deny))
-        .route("/v1/grants", get(approvals::list_grants))
-        .route("/v1/grants/{id}", delete(approvals::revoke_grant))
-        .route("/v1/events", get(approvals::events))
-        .route("/v1/webhooks/deliveries", get(approvals::deliveries))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, r| {
+            router.route(r.path, (r.handler)(r.method.filter()))
+        })
         .with_state(control)
 }
 

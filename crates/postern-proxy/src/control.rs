@@ -4,6 +4,7 @@
 //! as clients' and every request decided by the same Cedar policy set, and every change audited.
 
 mod approvals;
+mod audit_search;
 
 pub use approvals::Ballot;
 
@@ -96,7 +97,10 @@ impl Control {
         token: &str,
         source_ip: IpAddr,
     ) -> Result<Caller, ControlError> {
-        let identity = self.shared()?.verifier.verify(token).await?;
+        let shared = self.shared()?;
+        let identity = shared.verifier.verify(token).await.inspect_err(|e| {
+            shared.metrics.admin_auth_failure(e.label());
+        })?;
         Ok(Caller {
             identity,
             source_ip,
@@ -133,6 +137,13 @@ impl Control {
                 caller.identity.subject
             ))),
         }
+    }
+
+    /// Postern's counters in the Prometheus text format (see `metrics.rs`). Counts only: no
+    /// names, so the admin API serves it without a token.
+    pub fn metrics_text(&self) -> Result<String, ControlError> {
+        let shared = self.shared()?;
+        Ok(shared.metrics.render(shared.sessions.count(|_| true)))
     }
 
     /// The targets of this Postern, by name.

@@ -154,12 +154,10 @@ impl Connection {
         let Some(token) = self.read_token().await? else {
             return Ok(None);
         };
-        let identity = self
-            .shared
-            .verifier
-            .verify(&token)
-            .await
-            .map_err(|e| Refused::new(e.sqlstate(), e.label(), e.to_string()))?;
+        let identity = self.shared.verifier.verify(&token).await.map_err(|e| {
+            self.shared.metrics.auth_failure(e.label());
+            Refused::new(e.sqlstate(), e.label(), e.to_string())
+        })?;
         drop(token);
         events::add_identity(&mut self.base_event, &identity);
         if let Some(revocation) = self
@@ -167,6 +165,7 @@ impl Connection {
             .revocations
             .covering(&identity, (self.shared.clock)())
         {
+            self.shared.metrics.auth_failure("revoked");
             return Err(Refused::new(
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 "revoked",
@@ -341,6 +340,7 @@ impl Connection {
         }
         let token = frontend::password(&frame).map_err(|e| Refused::protocol(&e))?;
         if token.trim().is_empty() {
+            self.shared.metrics.auth_failure("no_token");
             return Err(Refused::new(
                 sqlstate::INVALID_PASSWORD,
                 "no_token",
@@ -359,8 +359,10 @@ impl Connection {
         identity: &Identity,
         parameters: &[(String, String)],
     ) -> Result<(Upstream, SessionLease), Refused> {
+        let metrics = &self.shared.metrics;
         let upstream_refused = |error: UpstreamError| {
             tracing::warn!(target = %target.name, role, error = %error, "upstream login failed");
+            metrics.upstream_error(&error);
             match &error {
                 UpstreamError::PoolBusy { max } => Refused::new(
                     sqlstate::TOO_MANY_CONNECTIONS,
@@ -458,6 +460,7 @@ impl Connection {
             upstream.terminate().await;
             return;
         }
+        shared.metrics.connection_accepted();
         tracing::info!(client = %peer, subject = %identity.subject, target = %target.name, "session started");
         let registered = shared.sessions.register(
             session_id,
@@ -478,6 +481,7 @@ impl Connection {
             limits: target.config.sessions.for_role(&request.role),
             token_grace: target.config.sessions.token_grace,
             approvals: shared.approvals.clone(),
+            metrics: shared.metrics.clone(),
             cancel: shared.cancels.signal(&cancel),
             policy: session::SessionPolicyContext {
                 policies: shared.policies.clone(),
@@ -552,6 +556,7 @@ impl Connection {
     /// Sends a FATAL error, records the refusal, and closes.
     async fn refuse(&mut self, refused: &Refused) {
         tracing::info!(client = %self.peer, reason = refused.reason, message = %refused.message, "connection refused");
+        self.shared.metrics.connection_refused(refused.reason);
         if self.base_event.is_empty() {
             self.base_event = events::connection_base(&random_hex(8), self.peer, self.tls);
         }

@@ -13,6 +13,7 @@
 //! - `cancel`: per-session cancel keys mapped to upstream backends, and the signal that cancels
 //!   a statement held for approval.
 //! - [`approvals`]: requests, grants and the wake-ups of statements held for approval.
+//! - `metrics`: counters for `/metrics`.
 //! - `events`: the audit events' fields. `tls`: rustls configuration. `io`: boxed streams.
 
 pub mod approvals;
@@ -24,6 +25,7 @@ mod error;
 mod events;
 mod handshake;
 mod io;
+mod metrics;
 mod policy;
 mod pool;
 pub mod registry;
@@ -70,6 +72,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: Arc<registry::Sessions>,
     pub(crate) revocations: Arc<revocations::Revocations>,
     pub(crate) approvals: Arc<approvals::Approvals>,
+    /// Counters for the admin API's `/metrics`.
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 /// Where Postern reads the time for policy conditions (hour, weekday, token age). The system
@@ -158,6 +162,7 @@ impl Proxy {
                 sessions: Arc::new(registry::Sessions::default()),
                 revocations: Arc::new(revocations),
                 approvals,
+                metrics: Arc::default(),
             }),
             listener,
         })
@@ -213,6 +218,7 @@ impl Proxy {
                 }
             };
             let Ok(permit) = limit.clone().try_acquire_owned() else {
+                shared.metrics.connection_refused("too_many_connections");
                 tasks.spawn(refuse_overload(tcp, peer));
                 continue;
             };

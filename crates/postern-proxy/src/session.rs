@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::events::{self, Outcome, StatementRecord};
+use crate::metrics::StatementDecision;
 use crate::registry::{EndKind, EndRequest, LiveSession, SessionState};
 use crate::upstream::quote_ident;
 use crate::{Clock, Policies};
@@ -128,6 +129,8 @@ pub struct SessionContext {
     /// Raised by the client's CancelRequests: the only way to cancel a held statement, which
     /// the server has not seen.
     pub cancel: Arc<crate::cancel::CancelSignal>,
+    /// Counts statements by decision, and approval waits.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long until `deadline`, zero if it has passed.
@@ -835,6 +838,7 @@ impl<'a> Frontend<'a> {
             }
             Action::RefuseQuery(message, detail) => {
                 self.ctx.live.statement_refused();
+                self.ctx.metrics.statement(StatementDecision::Refused);
                 let refusal = StandIn {
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
                     message,
@@ -849,6 +853,7 @@ impl<'a> Frontend<'a> {
                 detail,
             } => {
                 self.ctx.live.statement_refused();
+                self.ctx.metrics.statement(StatementDecision::Refused);
                 let refusal = StandIn {
                     code,
                     message,
@@ -1196,6 +1201,7 @@ impl<'a> Frontend<'a> {
         audit_events: &mut Vec<Map<String, Value>>,
     ) -> Action {
         self.ctx.live.statement_started(&record.analysis);
+        self.ctx.metrics.statement(StatementDecision::Allowed);
         let protocol = if simple { "simple" } else { "extended" };
         audit_events.push(events::statement(
             &self.ctx.base_event,

@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::{Frontend, SessionEnd, StandIn};
 use crate::approvals::{Approvals, Asked};
 use crate::events::{self, StatementRecord};
+use crate::metrics::{ApprovalOutcome, StatementDecision};
 
 /// Most client bytes read ahead while a statement waits: enough for a pipelined batch; past it
 /// Postern stops reading (TCP pushes back) until the held statement is decided.
@@ -101,6 +102,8 @@ impl Frontend<'_> {
         R: AsyncRead + Unpin,
     {
         let ctx = self.ctx;
+        ctx.metrics.statement(StatementDecision::Held);
+        let mut waited = ctx.metrics.approval_wait();
         let cancels_seen = ctx.cancel.count();
         let approvals = Arc::clone(&ctx.approvals);
         let identity = &ctx.policy.identity;
@@ -125,9 +128,13 @@ impl Frontend<'_> {
             }),
         };
         match approvals.use_grant(&asked).await {
-            Ok(Some(grant)) => return Ok(self.run_approved(held, &grant).await),
+            Ok(Some(grant)) => {
+                waited.end(ApprovalOutcome::Granted);
+                return Ok(self.run_approved(held, &grant).await);
+            }
             Ok(None) => {}
             Err(error) => {
+                waited.end(ApprovalOutcome::Error);
                 tracing::error!(error = %error, "control store: cannot look for approval grants");
                 return Ok(refuse(
                     &held,
@@ -142,6 +149,7 @@ impl Frontend<'_> {
         let (request, mut waiter) = match approvals.open(&asked).await {
             Ok(opened) => opened,
             Err(error) => {
+                waited.end(ApprovalOutcome::Error);
                 tracing::error!(error = %error, "control store: cannot open an approval request");
                 return Ok(refuse(
                     &held,
@@ -171,6 +179,7 @@ impl Frontend<'_> {
             )
             .await
         {
+            waited.end(ApprovalOutcome::Error);
             pending.withdraw("the audit log cannot record it").await;
             return Ok(refuse(
                 &held,
@@ -181,6 +190,7 @@ impl Frontend<'_> {
                 ),
             ));
         }
+        ctx.metrics.approval_request_opened();
         approvals.notify_requested(&request);
         self.ctx.live.waiting_for_approval(&held.record.analysis);
         let wait = approvals.config.wait;
@@ -215,15 +225,18 @@ impl Frontend<'_> {
                         RequestState::Pending => {}
                         RequestState::Approved => {
                             pending.disarm();
+                            waited.end(ApprovalOutcome::Approved);
                             break self.run_approved_request(held, &current).await;
                         }
                         RequestState::Denied => {
                             pending.disarm();
+                            waited.end(ApprovalOutcome::Denied);
                             break refuse(&held, sqlstate::INSUFFICIENT_PRIVILEGE, denied_message(&current));
                         }
                         RequestState::Withdrawn | RequestState::Expired => {
                             pending.disarm();
                             let state = if current.state == RequestState::Withdrawn { "withdrawn" } else { "expired" };
+                            waited.end(if state == "expired" { ApprovalOutcome::Expired } else { ApprovalOutcome::Withdrawn });
                             break refuse(&held, sqlstate::INSUFFICIENT_PRIVILEGE, format!("approval request {} was {state}; the statement was not run", request.id));
                         }
                     }
@@ -240,6 +253,7 @@ impl Frontend<'_> {
                     // The request stays open: an approval arriving later makes a grant the
                     // requester uses by running the statement again.
                     pending.disarm();
+                    waited.end(ApprovalOutcome::Timeout);
                     approvals.record(&request.id, "wait_ended", json!({"waited_secs": wait.as_secs()})).await;
                     break refuse(&held, sqlstate::INSUFFICIENT_PRIVILEGE, format!(
                         "approval request {} was not decided within {}; the statement was not run. \
