@@ -4,7 +4,7 @@
 //! the writer's DELETE then completes. The screenshot is left in
 //! `target/console-screenshot.png`.
 //!
-//! Needs Node.js 18+, a Chromium (Debian: `apt-get install -y chromium`; or set
+//! Needs Node.js 20+ (what playwright-core asks for), a Chromium (Debian: `apt-get install -y chromium`; or set
 //! `POSTERN_CHROMIUM` to a Chromium or Chrome executable) and `npm ci --prefix
 //! crates/postern/tests/console`. Without them the test fails and says what to install.
 
@@ -53,14 +53,30 @@ fn tools() -> Result<Tools, String> {
     let mut missing = Vec::new();
     let node = std::env::var_os("POSTERN_NODE")
         .map(PathBuf::from)
+        .filter(|path| path.is_file())
         .or_else(|| on_path(&["node", "nodejs"]));
-    if node.is_none() {
+    let version = node.as_ref().and_then(|node| {
+        let output = std::process::Command::new(node)
+            .arg("--version")
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.trim()
+            .trim_start_matches('v')
+            .split('.')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    });
+    if version.is_none_or(|major| major < 20) {
         missing.push(
-            "Node.js 18 or later (Debian: `apt-get install -y nodejs npm`; or set POSTERN_NODE)",
+            "Node.js 20 or later (Debian 12's own nodejs is 18: use NodeSource's or Debian 13's \
+             `nodejs` and `npm`; or set POSTERN_NODE)",
         );
     }
     let chromium = std::env::var_os("POSTERN_CHROMIUM")
         .map(PathBuf::from)
+        .filter(|path| path.is_file())
         .or_else(|| {
             on_path(&[
                 "chromium",
