@@ -12,7 +12,8 @@
 //! - `claims`: signing `postern.claims`; [`setup_db`]: the SQL that verifies it.
 //! - `cancel`: per-session cancel keys mapped to upstream backends, and the signal that cancels
 //!   a statement held for approval.
-//! - [`approvals`]: requests, grants and the wake-ups of statements held for approval.
+//! - [`approvals`]: requests, grants and the wake-ups of statements held for approval;
+//!   `preview`: the impact preview approvers see (the statement run and rolled back).
 //! - `metrics`: counters for `/metrics`.
 //! - `events`: the audit events' fields. `tls`: rustls configuration. `io`: boxed streams.
 
@@ -28,6 +29,7 @@ mod io;
 mod metrics;
 mod policy;
 mod pool;
+mod preview;
 pub mod registry;
 mod revocations;
 mod session;

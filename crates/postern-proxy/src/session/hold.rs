@@ -192,6 +192,15 @@ impl Frontend<'_> {
         }
         ctx.metrics.approval_request_opened();
         approvals.notify_requested(&request);
+        if request.requirements.iter().any(|r| r.preview) {
+            // In the background, on a connection of its own: the wait does not depend on it.
+            crate::preview::spawn(
+                self.ctx,
+                &request,
+                Arc::clone(&held.record.analysis),
+                held.params_hash.is_some(),
+            );
+        }
         self.ctx.live.waiting_for_approval(&held.record.analysis);
         let wait = approvals.config.wait;
         self.notice(&format!(
