@@ -22,6 +22,7 @@
 
 mod approvals;
 mod audit_search;
+mod logout;
 mod metrics;
 mod openapi;
 
@@ -101,6 +102,7 @@ const ROUTES: &[Route] = &[
     Route { method: Verb::Get, path: "/v1/events", handler: |m| on(m, approvals::events) },
     Route { method: Verb::Get, path: "/v1/webhooks/deliveries", handler: |m| on(m, approvals::deliveries) },
     Route { method: Verb::Get, path: "/v1/audit", handler: |m| on(m, audit_search::search) },
+    Route { method: Verb::Post, path: "/v1/oidc/backchannel-logout", handler: |m| on(m, logout::backchannel_logout) },
 ];
 
 /// Every route the admin API serves, as (method, path) with paths as OpenAPI writes them

@@ -21,6 +21,7 @@ mod error;
 mod identity;
 mod jwks;
 pub mod limits;
+mod logout;
 mod token;
 mod verified;
 mod verifier;
@@ -30,4 +31,5 @@ mod tests;
 
 pub use error::{AuthError, IdentityError};
 pub use identity::{Identity, IdentityKind, MFA_METHODS};
+pub use logout::{BACKCHANNEL_LOGOUT_EVENT, LogoutToken, MAX_LOGOUT_TOKEN_AGE};
 pub use verifier::Verifier;

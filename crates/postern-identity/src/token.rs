@@ -18,6 +18,8 @@ pub(crate) struct UnverifiedToken {
     pub alg: String,
     /// The header's `kid`, when present.
     pub kid: Option<String>,
+    /// The header's `typ`, when present (a logout token says `logout+jwt`).
+    pub typ: Option<String>,
     /// The payload. Unverified: use only `iss`, and only to choose the issuer.
     pub claims: Map<String, Value>,
 }
@@ -57,6 +59,11 @@ impl UnverifiedToken {
             None | Some(Value::Null) => None,
             Some(_) => return Err(AuthError::malformed("header 'kid' is not a string")),
         };
+        let typ = match header.get("typ") {
+            Some(Value::String(typ)) => Some(typ.clone()),
+            None | Some(Value::Null) => None,
+            Some(_) => return Err(AuthError::malformed("header 'typ' is not a string")),
+        };
         // RFC 7515 §4.1.11: extensions listed in `crit` must be understood or the token refused;
         // Postern understands none.
         if header.contains_key("crit") {
@@ -64,7 +71,12 @@ impl UnverifiedToken {
                 "header lists critical extensions ('crit'), which are not supported",
             ));
         }
-        Ok(Self { alg, kid, claims })
+        Ok(Self {
+            alg,
+            kid,
+            typ,
+            claims,
+        })
     }
 }
 

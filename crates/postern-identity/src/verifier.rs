@@ -129,6 +129,47 @@ impl Verifier {
 
     async fn verify_fully(&self, token: &str, now: SystemTime) -> Result<Identity, AuthError> {
         let unverified = UnverifiedToken::parse(token)?;
+        let issuer = self.issuer_of(&unverified)?;
+        let alg = issuer.accept(&unverified.alg)?;
+        let keys = issuer
+            .keys
+            .select(&self.fetcher, alg, unverified.kid.as_deref())
+            .await?;
+        let claims = issuer.verify_signature(token, alg, &keys, &unverified, &|_| {})?;
+        let times = claims::check(&claims, issuer.rules(), now)?;
+        let identity = Identity::from_verified(&issuer.name, &issuer.config, claims, times)?;
+        tracing::debug!(issuer = %identity.issuer_name, subject = %identity.subject, "token verified");
+        Ok(identity)
+    }
+
+    /// Verifies a token's signature, `iss` and `aud` as for access tokens, with `tweak` applied
+    /// to the validation (for tokens with other required claims); returns the issuer's name,
+    /// `iss`, clock skew, and the verified claims.
+    pub(crate) async fn verify_signed(
+        &self,
+        token: &str,
+        unverified: &UnverifiedToken,
+        tweak: impl Fn(&mut jsonwebtoken::Validation),
+    ) -> Result<((String, String, std::time::Duration), Map<String, Value>), AuthError> {
+        let issuer = self.issuer_of(unverified)?;
+        let alg = issuer.accept(&unverified.alg)?;
+        let keys = issuer
+            .keys
+            .select(&self.fetcher, alg, unverified.kid.as_deref())
+            .await?;
+        let claims = issuer.verify_signature(token, alg, &keys, unverified, &tweak)?;
+        Ok((
+            (
+                issuer.name.clone(),
+                issuer.config.issuer.clone(),
+                issuer.config.clock_skew,
+            ),
+            claims,
+        ))
+    }
+
+    /// The configured issuer the token's (unverified) `iss` names.
+    fn issuer_of(&self, unverified: &UnverifiedToken) -> Result<&Issuer, AuthError> {
         let iss = match unverified.claims.get("iss") {
             Some(Value::String(iss)) => iss,
             None | Some(Value::Null) => return Err(AuthError::MissingClaim("iss".into())),
@@ -139,20 +180,9 @@ impl Verifier {
                 });
             }
         };
-        let issuer = self
-            .issuers
+        self.issuers
             .get(iss)
-            .ok_or_else(|| AuthError::UntrustedIssuer(iss.clone()))?;
-        let alg = issuer.accept(&unverified.alg)?;
-        let keys = issuer
-            .keys
-            .select(&self.fetcher, alg, unverified.kid.as_deref())
-            .await?;
-        let claims = issuer.verify_signature(token, alg, &keys, &unverified)?;
-        let times = claims::check(&claims, issuer.rules(), now)?;
-        let identity = Identity::from_verified(&issuer.name, &issuer.config, claims, times)?;
-        tracing::debug!(issuer = %identity.issuer_name, subject = %identity.subject, "token verified");
-        Ok(identity)
+            .ok_or_else(|| AuthError::UntrustedIssuer(iss.clone()))
     }
 
     /// Fetches every issuer's keys now (e.g. at start-up, so the first sign-in does not wait),
@@ -233,6 +263,7 @@ impl Issuer {
         alg: Algorithm,
         keys: &[Arc<VerificationKey>],
         unverified: &UnverifiedToken,
+        tweak: &dyn Fn(&mut Validation),
     ) -> Result<Map<String, Value>, AuthError> {
         let mut validation = Validation::new(alg);
         validation.leeway = self.config.clock_skew.as_secs();
@@ -242,6 +273,7 @@ impl Issuer {
         validation.set_audience(&self.config.audience);
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        tweak(&mut validation);
 
         for key in keys {
             let err = match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)

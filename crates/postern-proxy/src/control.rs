@@ -73,6 +73,14 @@ pub struct Revoked {
     pub sessions_ended: usize,
 }
 
+/// What a back-channel logout did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoggedOut {
+    pub subject: Option<String>,
+    pub sid: Option<String>,
+    pub sessions_ended: usize,
+}
+
 /// A verified caller of the control plane, and where the request came from.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -271,6 +279,70 @@ impl Control {
             })?;
         shared.revocations.refresh(&shared.sessions, now).await?;
         Ok(lifted)
+    }
+
+    /// OpenID Connect Back-Channel Logout: verifies the identity provider's logout token, refuses
+    /// a replayed one, and ends every live session of that user (`sub`) or of that provider
+    /// session (`sid`, matched against the `sid` claim of the session's token), from that
+    /// issuer. Audited before the sessions end. The token is the credential: no bearer token.
+    pub async fn backchannel_logout(
+        &self,
+        logout_token: &str,
+        source_ip: IpAddr,
+    ) -> Result<LoggedOut, ControlError> {
+        let shared = self.shared()?;
+        let token = shared.verifier.verify_logout_token(logout_token).await?;
+        let now = unix_seconds((shared.clock)());
+        let remember_until = unix_seconds(token.remember_until);
+        let first = shared
+            .revocations
+            .store()
+            .first_use_of_logout_token(&token.issuer, &token.token_id, remember_until, now)
+            .await?;
+        if !first {
+            return Err(ControlError::Invalid(format!(
+                "logout token {} was already used",
+                token.token_id
+            )));
+        }
+        let mut event = Map::new();
+        event.insert("kind".into(), json!("control"));
+        event.insert("action".into(), json!("backchannel_logout"));
+        event.insert("by".into(), json!(token.issuer));
+        event.insert("source_ip".into(), json!(source_ip.to_string()));
+        event.insert(
+            "details".into(),
+            json!({"subject": token.subject, "sid": token.session_id, "jti": token.token_id}),
+        );
+        shared
+            .audit
+            .record(event)
+            .await
+            .map_err(|e| ControlError::Audit(e.client_message()))?;
+        let covered = |session: &crate::registry::LiveSession| {
+            let identity = &session.identity;
+            identity.issuer == token.issuer
+                && token
+                    .subject
+                    .as_ref()
+                    .is_none_or(|subject| *subject == identity.subject)
+                && token.session_id.as_ref().is_none_or(|sid| {
+                    identity.claims.get("sid").and_then(Value::as_str) == Some(sid.as_str())
+                })
+        };
+        let ended = shared.sessions.end_where(
+            covered,
+            &EndRequest {
+                kind: EndKind::LoggedOut,
+                by: token.issuer_name.clone(),
+                reason: "logged out at the identity provider".to_owned(),
+            },
+        );
+        Ok(LoggedOut {
+            subject: token.subject,
+            sid: token.session_id,
+            sessions_ended: ended.len(),
+        })
     }
 
     /// Records a control-plane change before it is made; refuses it if the record fails.

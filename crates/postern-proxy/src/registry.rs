@@ -77,6 +77,8 @@ pub struct EndRequest {
 pub enum EndKind {
     Killed,
     Revoked,
+    /// The identity provider said the user logged out (OIDC back-channel logout).
+    LoggedOut,
 }
 
 /// A session as listed by `postern sessions` and the admin API.

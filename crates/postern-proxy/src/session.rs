@@ -83,6 +83,7 @@ impl SessionEnd {
             Self::Ended(request) => match request.kind {
                 EndKind::Killed => "killed",
                 EndKind::Revoked => "revoked",
+                EndKind::LoggedOut => "logged_out",
             },
             Self::MaxDuration(_) => "max_duration",
             Self::IdleTimeout(_) => "idle_timeout",
@@ -554,6 +555,11 @@ where
                 EndKind::Revoked => format!(
                     "terminating connection: access for {} was revoked by {}: {}",
                     ctx.policy.identity.subject, request.by, request.reason
+                ),
+                EndKind::LoggedOut => format!(
+                    "terminating connection: {} logged out at the identity provider ({}); \
+                     log in again for a new token",
+                    ctx.policy.identity.subject, request.by
                 ),
             },
         )),

@@ -1,7 +1,8 @@
 //! The control plane's persistent state: what must outlive a Postern process and be seen by every
 //! Postern process that shares the store.
 //!
-//! Today that is revocations (issue 5) and just-in-time approvals: requests held for approvers,
+//! Today that is revocations (issue 5), the `jti`s of back-channel logout tokens acted on, and
+//! just-in-time approvals: requests held for approvers,
 //! their votes, and the grants approvals make. Sessions and signing keys follow. The store is an
 //! embedded SQLite file (through sqlx, with SQLite bundled); a PostgreSQL backend for several
 //! instances is planned behind the same API.
@@ -35,6 +36,7 @@
 
 mod approval;
 mod error;
+mod logout;
 mod migrate;
 mod revocation;
 

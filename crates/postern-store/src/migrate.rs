@@ -37,6 +37,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "approvals",
         sql: include_str!("../migrations/0002_approvals.sql"),
     },
+    Migration {
+        version: 3,
+        description: "logout tokens",
+        sql: include_str!("../migrations/0003_logout_tokens.sql"),
+    },
 ];
 
 /// Which migrations have been applied to this file.

@@ -93,7 +93,7 @@ impl Control {
         if !request
             .requirements
             .iter()
-            .any(|r| groups.iter().any(|g| *g == r.group))
+            .any(|r| groups.contains(&r.group))
         {
             let needed: Vec<String> = request
                 .requirements
