@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use admin::AdminConfig;
+pub use admin::{AdminConfig, ConsoleConfig};
 pub use approvals::{ApprovalsConfig, WebhookConfig};
 pub use error::{ConfigError, Problem};
 pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
@@ -108,6 +108,7 @@ impl Config {
         self.policy.validate(&mut problems);
         if let Some(admin) = &self.admin {
             admin.validate(&mut problems);
+            admin.validate_console(&self.issuers, &mut problems);
         }
         self.approvals.validate(&mut problems);
         if self.issuers.is_empty() {
