@@ -1719,12 +1719,8 @@ where
             drop(tracker);
             out.extend_from_slice(frame.raw());
         }
-        if !out.is_empty() {
-            if let Err(error) = client.write_all(&out).await {
-                return SessionEnd::Io(error);
-            }
-            out.clear();
-        }
+        // Outcomes are queued before the client sees the results: once it has them it may end
+        // the session, and the relay stops this loop at once.
         for statement in finished.drain(..) {
             let event = events::statement_end(
                 &ctx.base_event,
@@ -1735,6 +1731,12 @@ where
             if let Err(error) = ctx.audit.record_detached(event).await {
                 tracing::error!(error = %error, "audit log: cannot record a statement's outcome");
             }
+        }
+        if !out.is_empty() {
+            if let Err(error) = client.write_all(&out).await {
+                return SessionEnd::Io(error);
+            }
+            out.clear();
         }
         if drained {
             return SessionEnd::UpstreamClosed;
