@@ -240,7 +240,20 @@ impl Proxy {
         // Every session has ended: wait for the audit writer to write what they queued, so that
         // when `serve` returns the log is complete.
         match Arc::try_unwrap(shared) {
-            Ok(shared) => shared.audit.close().await,
+            Ok(shared) => {
+                // The approval books hold a handle on the log too; the log waits for its
+                // writer only when the last handle closes.
+                let Shared {
+                    audit, approvals, ..
+                } = shared;
+                if let Err(approvals) = Arc::try_unwrap(approvals) {
+                    tracing::warn!(
+                        holders = Arc::strong_count(&approvals),
+                        "approval work still running at shutdown"
+                    );
+                }
+                audit.close().await;
+            }
             Err(_) => tracing::warn!(
                 "audit log still in use at shutdown; its last events may be written late"
             ),
