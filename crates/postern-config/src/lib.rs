@@ -26,7 +26,9 @@ pub use approvals::{ApprovalsConfig, WebhookConfig};
 pub use error::{ConfigError, Problem};
 pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
 pub use limits::{Limits, SessionLimits};
-pub use listen::{ListenConfig, TlsFiles};
+pub use listen::{
+    ClientAuth, ClientAuthMethod, DEFAULT_OAUTH_SCOPE, ListenConfig, OAuthBearerSettings, TlsFiles,
+};
 pub use policy::PolicyConfig;
 pub use pool::{PoolConfig, PoolMode};
 pub use store::StoreConfig;
@@ -130,6 +132,7 @@ impl Config {
             target.validate(&format!("targets.{name}"), &self.issuers, &mut problems);
         }
         target::validate_ephemeral_prefixes(&self.targets, &mut problems);
+        listen::validate_client_auth(self, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{IssuerConfig, PoolConfig, Problem, SessionLimits};
+use crate::{ClientAuthMethod, IssuerConfig, PoolConfig, Problem, SessionLimits};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +48,16 @@ pub struct TargetConfig {
     /// rule matching the identity is what it may assume.
     #[serde(default)]
     pub roles: Vec<RoleRule>,
+    /// How this target's clients present their token; `[listen] client_auth` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthMethod>,
+    /// For `oauthbearer`: the issuer clients are sent to (a name under `[issuers]`);
+    /// `[listen] oauth_issuer` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_issuer: Option<String>,
+    /// For `oauthbearer`: the scope clients ask for; `[listen] oauth_scope` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_scope: Option<String>,
 }
 
 fn default_port() -> u16 {

@@ -23,6 +23,8 @@ pub enum SetupError {
     Store(#[from] postern_store::StoreError),
     #[error("approvals: {0}")]
     Approvals(String),
+    #[error("client authentication: {0}")]
+    ClientAuth(String),
 }
 
 /// Why a client's connection is refused or ended: sent to the client as a FATAL ErrorResponse

@@ -34,6 +34,11 @@ pub fn add_request(
     }
 }
 
+/// Adds how the client presented its token: `password` or `oauthbearer`.
+pub fn add_client_auth(event: &mut Map<String, Value>, method: &str) {
+    event.insert("client_auth".into(), json!(method));
+}
+
 /// Adds the verified identity.
 pub fn add_identity(event: &mut Map<String, Value>, identity: &Identity) {
     event.insert("issuer".into(), json!(identity.issuer));

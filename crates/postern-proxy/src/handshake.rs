@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use postern_config::UpstreamMode;
+use postern_config::{ClientAuth, OAuthBearerSettings, UpstreamMode};
 use postern_identity::Identity;
 use postern_policy::cedar::{Decision, RequestContext};
 use postern_policy::startup::check_startup_parameters;
 use postern_wire::backend::{self, Report, Severity, TransactionStatus};
 use postern_wire::frame::Side;
 use postern_wire::startup::{self, StartupMessage, StartupPacket};
-use postern_wire::{FrameDecoder, frontend, limits, sqlstate};
+use postern_wire::{Frame, FrameDecoder, frontend, limits, sqlstate};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,6 +23,7 @@ use crate::Shared;
 use crate::error::{Refused, UpstreamError};
 use crate::events;
 use crate::io::BoxedStream;
+use crate::oauthbearer::{self, ClientResponse};
 use crate::session::{self, SessionContext};
 use crate::target::{SessionLease, Target, random_hex};
 use crate::upstream::{self, Upstream, quote_ident, quote_literal};
@@ -151,14 +152,9 @@ impl Connection {
         })?;
         self.check_transport()?;
 
-        let Some(token) = self.read_token().await? else {
+        let Some(identity) = self.authenticate(&target.name).await? else {
             return Ok(None);
         };
-        let identity = self.shared.verifier.verify(&token).await.map_err(|e| {
-            self.shared.metrics.auth_failure(e.label());
-            Refused::new(e.sqlstate(), e.label(), e.to_string())
-        })?;
-        drop(token);
         events::add_identity(&mut self.base_event, &identity);
         if let Some(revocation) = self
             .shared
@@ -313,16 +309,154 @@ impl Connection {
         ))
     }
 
-    /// Asks for a password and reads the token from the answer. `Ok(None)`: the client closed
-    /// the connection instead (psql does this to prompt for a password, then reconnects).
-    async fn read_token(&mut self) -> Result<Option<String>, Refused> {
+    /// Asks for the token the way the target's `client_auth` says and verifies it. `Ok(None)`:
+    /// the client closed the connection instead of answering.
+    async fn authenticate(&mut self, target: &str) -> Result<Option<Identity>, Refused> {
+        let shared = self.shared.clone();
+        let settings = match shared.client_auth.get(target) {
+            Some(ClientAuth::OAuthBearer(settings)) => settings,
+            Some(ClientAuth::Password) | None => {
+                events::add_client_auth(&mut self.base_event, "password");
+                let Some(token) = self.read_token().await? else {
+                    return Ok(None);
+                };
+                return shared.verifier.verify(&token).await.map(Some).map_err(|e| {
+                    shared.metrics.auth_failure(e.label());
+                    Refused::new(e.sqlstate(), e.label(), e.to_string())
+                });
+            }
+        };
+        events::add_client_auth(&mut self.base_event, "oauthbearer");
+        self.read_oauthbearer(settings).await
+    }
+
+    /// Runs the SASL OAUTHBEARER exchange (see `oauthbearer.rs`) and verifies the bearer token.
+    /// Every failure ends as PostgreSQL's does, with FATAL 28000 — after the RFC 7628 error
+    /// result when the fault is the token (or its absence), at once when it is the protocol.
+    async fn read_oauthbearer(
+        &mut self,
+        settings: &OAuthBearerSettings,
+    ) -> Result<Option<Identity>, Refused> {
         let mut out = BytesMut::new();
-        backend::encode_authentication_cleartext_password(&mut out);
+        backend::encode_authentication_sasl(&[oauthbearer::MECHANISM], &mut out);
         self.write(&out).await?;
+        let Some(frame) = self.read_auth_frame().await? else {
+            tracing::info!(
+                client = %self.peer,
+                "client closed the connection when asked for OAUTHBEARER (one without PostgreSQL \
+                 18's OAuth support?)"
+            );
+            return Ok(None);
+        };
+        let initial = match frontend::sasl_initial_response(&frame) {
+            Ok(initial) => initial,
+            Err(_) if frontend::password(&frame).is_ok() => {
+                self.shared.metrics.auth_failure("expected_oauthbearer");
+                return Err(Refused::new(
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "expected_oauthbearer",
+                    format!(
+                        "this target takes tokens through SASL OAUTHBEARER (PostgreSQL 18's \
+                         OAuth), not as a password: connect with libpq 18 (psql 18) giving \
+                         oauth_issuer={} and oauth_client_id, or use a target whose client_auth \
+                         is \"password\"",
+                        settings.issuer
+                    ),
+                ));
+            }
+            Err(error) => return Err(Refused::protocol(&error)),
+        };
+        if initial.mechanism != oauthbearer::MECHANISM {
+            return Err(Refused::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "unsupported_sasl_mechanism",
+                "the client selected a SASL mechanism this target does not offer: it offers \
+                 only OAUTHBEARER",
+            ));
+        }
+        let later;
+        let data = match initial.data {
+            Some(data) => data,
+            // No initial response: an empty challenge asks for it (RFC 4422 section 5).
+            None => {
+                let mut out = BytesMut::new();
+                backend::encode_authentication_sasl_continue(b"", &mut out);
+                self.write(&out).await?;
+                let Some(frame) = self.read_auth_frame().await? else {
+                    return Ok(None);
+                };
+                later = frame;
+                frontend::sasl_response(&later).map_err(|e| Refused::protocol(&e))?
+            }
+        };
+        let failed = match oauthbearer::parse_initial_response(data) {
+            Err(malformed) => {
+                return Err(Refused::new(
+                    malformed.sqlstate(),
+                    malformed.label(),
+                    malformed.to_string(),
+                ));
+            }
+            Ok(ClientResponse::Discovery) => Refused::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "oauth_discovery",
+                format!(
+                    "no token given: get one from {} (scope \"{}\") and connect again with it; \
+                     libpq 18 does this itself when given oauth_issuer and oauth_client_id",
+                    settings.issuer, settings.scope
+                ),
+            ),
+            Ok(ClientResponse::NotBearer) => {
+                self.shared.metrics.auth_failure("not_bearer");
+                Refused::new(
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "not_bearer",
+                    "the OAUTHBEARER auth value is not a bearer token: send \"Bearer <token>\" \
+                     (RFC 6750 section 2.1)",
+                )
+            }
+            Ok(ClientResponse::Bearer(token)) => match self.shared.verifier.verify(token).await {
+                Ok(identity) => return Ok(Some(identity)),
+                // PostgreSQL answers every OAuth failure with 28000, whatever the cause.
+                Err(error) => {
+                    self.shared.metrics.auth_failure(error.label());
+                    Refused::new(
+                        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                        error.label(),
+                        error.to_string(),
+                    )
+                }
+            },
+        };
+        drop(frame);
+        // RFC 7628 section 3.2.2: the error result, then the client's kvsep, then the failure.
+        let mut out = BytesMut::new();
+        backend::encode_authentication_sasl_continue(
+            &oauthbearer::error_result(&settings.issuer, &settings.scope),
+            &mut out,
+        );
+        self.write(&out).await?;
+        match self.read_auth_frame().await? {
+            None => Err(failed),
+            Some(frame) => match frontend::sasl_response(&frame) {
+                Ok(data) if oauthbearer::is_error_acknowledgement(data) => Err(failed),
+                _ => Err(Refused::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "oauthbearer_malformed",
+                    "malformed OAUTHBEARER message: after an error result the client must send \
+                     a single 0x01 (RFC 7628 section 3.2.3)",
+                )),
+            },
+        }
+    }
+
+    /// The next frame of the authentication exchange; `None` when the client closed the
+    /// connection instead.
+    async fn read_auth_frame(&mut self) -> Result<Option<Frame>, Refused> {
         let decoder = FrameDecoder::new(Side::Frontend, limits::MAX_AUTH_MESSAGE_LENGTH);
-        let frame = loop {
+        loop {
             match decoder.decode(&mut self.buffer) {
-                Ok(Some(frame)) => break frame,
+                Ok(Some(frame)) => return Ok(Some(frame)),
                 Ok(None) => {
                     if self.read_more().await? == 0 {
                         return Ok(None);
@@ -330,6 +464,17 @@ impl Connection {
                 }
                 Err(error) => return Err(Refused::protocol(&error)),
             }
+        }
+    }
+
+    /// Asks for a password and reads the token from the answer. `Ok(None)`: the client closed
+    /// the connection instead (psql does this to prompt for a password, then reconnects).
+    async fn read_token(&mut self) -> Result<Option<String>, Refused> {
+        let mut out = BytesMut::new();
+        backend::encode_authentication_cleartext_password(&mut out);
+        self.write(&out).await?;
+        let Some(frame) = self.read_auth_frame().await? else {
+            return Ok(None);
         };
         if frame.tag() != frontend::PASSWORD {
             return Err(Refused::new(

@@ -15,6 +15,8 @@
 //! - [`approvals`]: requests, grants and the wake-ups of statements held for approval;
 //!   `preview`: the impact preview approvers see (the statement run and rolled back).
 //! - `metrics`: counters for `/metrics`.
+//! - `oauthbearer`: SASL OAUTHBEARER (RFC 7628), PostgreSQL 18's OAuth, for targets whose
+//!   `client_auth` asks for it.
 //! - `events`: the audit events' fields. `tls`: rustls configuration. `io`: boxed streams.
 
 pub mod approvals;
@@ -27,6 +29,7 @@ mod events;
 mod handshake;
 mod io;
 mod metrics;
+mod oauthbearer;
 mod policy;
 mod pool;
 mod preview;
@@ -43,7 +46,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use postern_audit::AuditLog;
-use postern_config::{Config, ListenConfig};
+use postern_config::{ClientAuth, Config, ListenConfig};
 use postern_identity::Verifier;
 use postern_sql::Classifier;
 use tokio::net::TcpListener;
@@ -66,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) classifier: Arc<Classifier>,
     pub(crate) audit: AuditLog,
     pub(crate) targets: BTreeMap<String, Arc<Target>>,
+    /// How each target's clients present their token (`[listen]` and target `client_auth`).
+    pub(crate) client_auth: BTreeMap<String, ClientAuth>,
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) cancels: Arc<cancel::CancelRegistry>,
     pub(crate) shutdown: CancellationToken,
@@ -118,8 +123,19 @@ impl Proxy {
         };
         let verifier = Verifier::new(&config.issuers)?;
         let mut targets = BTreeMap::new();
+        let mut client_auth = BTreeMap::new();
         for (name, target) in &config.targets {
             targets.insert(name.clone(), Arc::new(Target::new(name, target)?));
+            let method = config.client_auth(name).map_err(|problems| {
+                SetupError::ClientAuth(
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })?;
+            client_auth.insert(name.clone(), method);
         }
         let audit = AuditLog::open(&config.audit.path).await?;
         let store = postern_store::Store::open(&config.store.path).await?;
@@ -156,6 +172,7 @@ impl Proxy {
                 classifier: Arc::new(Classifier::new(CLASSIFIER_CACHE)),
                 audit,
                 targets,
+                client_auth,
                 tls,
                 cancels: Arc::new(cancel::CancelRegistry::default()),
                 shutdown: CancellationToken::new(),

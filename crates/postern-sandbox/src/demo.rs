@@ -128,6 +128,9 @@ pub fn demo_config(
         ephemeral: None,
         pool: PoolConfig::default(),
         sessions: SessionLimits::default(),
+        client_auth: None,
+        oauth_issuer: None,
+        oauth_scope: None,
     };
     let mut targets = BTreeMap::new();
     targets.insert(DEMO_TARGET.to_owned(), target);

@@ -284,6 +284,35 @@ pub fn encode_authentication_cleartext_password(out: &mut BytesMut) {
     patch_length(out, start);
 }
 
+/// AuthenticationSASL: the SASL mechanisms the server offers, in order of preference
+/// (<https://www.postgresql.org/docs/current/protocol-message-formats.html>, `R` with code 10).
+pub fn encode_authentication_sasl(mechanisms: &[&str], out: &mut BytesMut) {
+    let start = begin(out, AUTHENTICATION);
+    out.put_i32(10);
+    for mechanism in mechanisms {
+        put_cstr(out, mechanism);
+    }
+    out.put_u8(0);
+    patch_length(out, start);
+}
+
+/// AuthenticationSASLContinue: the mechanism's challenge (code 11), as opaque bytes.
+pub fn encode_authentication_sasl_continue(data: &[u8], out: &mut BytesMut) {
+    let start = begin(out, AUTHENTICATION);
+    out.put_i32(11);
+    out.put_slice(data);
+    patch_length(out, start);
+}
+
+/// AuthenticationSASLFinal: the mechanism's additional data on success (code 12), as opaque
+/// bytes. AuthenticationOk still follows it.
+pub fn encode_authentication_sasl_final(data: &[u8], out: &mut BytesMut) {
+    let start = begin(out, AUTHENTICATION);
+    out.put_i32(12);
+    out.put_slice(data);
+    patch_length(out, start);
+}
+
 pub fn encode_backend_key_data(key: BackendKeyData, out: &mut BytesMut) {
     let start = begin(out, BACKEND_KEY_DATA);
     out.put_i32(key.process_id);
@@ -379,6 +408,28 @@ mod tests {
             Authentication::Sasl {
                 mechanisms: vec!["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"]
             }
+        );
+        let mut buf = BytesMut::new();
+        encode_authentication_sasl(&["OAUTHBEARER"], &mut buf);
+        assert_eq!(&buf[..], b"R\0\0\0\x15\0\0\0\x0aOAUTHBEARER\0\0");
+        assert_eq!(
+            authentication(&decode(buf)).unwrap(),
+            Authentication::Sasl {
+                mechanisms: vec!["OAUTHBEARER"]
+            }
+        );
+        let mut buf = BytesMut::new();
+        encode_authentication_sasl_continue(b"{\"status\":\"invalid_token\"}", &mut buf);
+        assert_eq!(
+            authentication(&decode(buf)).unwrap(),
+            Authentication::SaslContinue(b"{\"status\":\"invalid_token\"}")
+        );
+        let mut buf = BytesMut::new();
+        encode_authentication_sasl_final(b"", &mut buf);
+        assert_eq!(&buf[..], b"R\0\0\0\x08\0\0\0\x0c");
+        assert_eq!(
+            authentication(&decode(buf)).unwrap(),
+            Authentication::SaslFinal(b"")
         );
         let mut buf = BytesMut::new();
         let start = begin(&mut buf, AUTHENTICATION);

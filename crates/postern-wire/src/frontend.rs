@@ -114,6 +114,52 @@ pub fn password(frame: &Frame) -> Result<&str, WireError> {
     Ok(text)
 }
 
+/// A SASLInitialResponse: the mechanism the client chose and its initial response, `None` when
+/// the client sent none (length -1), in which case the server answers with an empty
+/// AuthenticationSASLContinue and the response comes in the next SASLResponse.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SaslInitialResponse<'a> {
+    pub mechanism: &'a str,
+    pub data: Option<&'a [u8]>,
+}
+
+/// Decodes a SASLInitialResponse (a `p` message; the protocol state says which kind it is).
+pub fn sasl_initial_response(frame: &Frame) -> Result<SaslInitialResponse<'_>, WireError> {
+    const WHAT: &str = "SASLInitialResponse";
+    if frame.tag() != PASSWORD {
+        return Err(WireError::Malformed {
+            what: WHAT,
+            why: "expected a SASLInitialResponse message",
+        });
+    }
+    let mut cursor = Cursor::new(frame.body(), WHAT);
+    let mechanism = cursor.cstr()?;
+    let length = cursor.i32()?;
+    let data = match length {
+        -1 => None,
+        length => {
+            let length = usize::try_from(length).map_err(|_| WireError::Malformed {
+                what: WHAT,
+                why: "negative response length",
+            })?;
+            Some(cursor.bytes(length)?)
+        }
+    };
+    expect_end(&cursor, WHAT)?;
+    Ok(SaslInitialResponse { mechanism, data })
+}
+
+/// The data of a SASLResponse (a `p` message after the initial one): opaque to the protocol.
+pub fn sasl_response(frame: &Frame) -> Result<&[u8], WireError> {
+    if frame.tag() != PASSWORD {
+        return Err(WireError::Malformed {
+            what: "SASLResponse",
+            why: "expected a SASLResponse message",
+        });
+    }
+    Ok(frame.body())
+}
+
 /// SQL text as the classifier should read it. A client may use any ASCII-safe
 /// `client_encoding` (LATIN1, say), in which a statement need not be UTF-8; yet it must still be
 /// classified, never relayed unread. In those encodings every byte of a non-ASCII character is
@@ -270,6 +316,52 @@ mod tests {
         raw.put_i32(4 + 3);
         raw.put_slice(b"abc");
         assert!(password(&decode(raw)).is_err());
+    }
+
+    #[test]
+    fn sasl_messages() {
+        let mut buf = BytesMut::new();
+        encode_sasl_initial_response("OAUTHBEARER", b"n,,\x01auth=\x01\x01", &mut buf);
+        assert_eq!(
+            sasl_initial_response(&decode(buf)).unwrap(),
+            SaslInitialResponse {
+                mechanism: "OAUTHBEARER",
+                data: Some(b"n,,\x01auth=\x01\x01"),
+            }
+        );
+        // No initial response: length -1.
+        let mut raw = BytesMut::new();
+        let start = begin(&mut raw, PASSWORD);
+        put_cstr(&mut raw, "OAUTHBEARER");
+        raw.put_i32(-1);
+        patch_length(&mut raw, start);
+        assert_eq!(
+            sasl_initial_response(&decode(raw)).unwrap(),
+            SaslInitialResponse {
+                mechanism: "OAUTHBEARER",
+                data: None,
+            }
+        );
+        // A length that lies, either way, a negative one, trailing bytes, a bare password.
+        for (length, body) in [(10, &b"abc"[..]), (1, &b"abc"[..]), (-2, &b""[..])] {
+            let mut raw = BytesMut::new();
+            let start = begin(&mut raw, PASSWORD);
+            put_cstr(&mut raw, "OAUTHBEARER");
+            raw.put_i32(length);
+            raw.put_slice(body);
+            patch_length(&mut raw, start);
+            assert!(sasl_initial_response(&decode(raw)).is_err(), "{length}");
+        }
+        let mut buf = BytesMut::new();
+        encode_password("eyJ.token", &mut buf);
+        assert!(sasl_initial_response(&decode(buf)).is_err());
+
+        let mut buf = BytesMut::new();
+        encode_sasl_response(b"\x01", &mut buf);
+        assert_eq!(sasl_response(&decode(buf)).unwrap(), b"\x01");
+        let mut buf = BytesMut::new();
+        encode_query("SELECT 1", &mut buf);
+        assert!(sasl_response(&decode(buf)).is_err());
     }
 
     #[test]
