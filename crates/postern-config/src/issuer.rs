@@ -1,4 +1,11 @@
 //! A trusted token issuer: where its keys come from and how its claims map to an identity.
+//!
+//! An issuer may name a preset (`preset = "github_actions"`, see `presets.rs`), which fills the
+//! settings the configuration leaves out. A table is read as `IssuerFile` (every preset-filled
+//! setting optional) and resolved into [`IssuerConfig`] (every setting known); a setting that
+//! contradicts the preset is reported by validation, naming both.
+
+mod presets;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,6 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
+
+pub use presets::{
+    GITHUB_ACTIONS_ISSUER, IssuerPreset, MAX_TRUST_DOMAIN_BYTES, check_trust_domain,
+};
 
 /// Algorithms accepted when an issuer does not list its own. Asymmetric only: HMAC needs an
 /// explicitly configured shared secret, and `none` is never accepted.
@@ -16,38 +27,126 @@ pub const DEFAULT_ALGORITHMS: &[&str] = &[
 const ASYMMETRIC_ALGORITHMS: &[&str] = DEFAULT_ALGORITHMS;
 const HMAC_ALGORITHMS: &[&str] = &["HS256", "HS384", "HS512"];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "IssuerFile", into = "IssuerFile")]
 pub struct IssuerConfig {
+    /// A kind of workload issuer whose defaults and claims Postern knows; `None` for an ordinary
+    /// OIDC provider.
+    pub preset: Option<IssuerPreset>,
     /// The exact `iss` claim this issuer puts in its tokens.
     pub issuer: String,
     /// Accepted `aud` values; a token must carry at least one of them.
     pub audience: Vec<String>,
     /// Where the verification keys come from. Default: OIDC discovery from `issuer`.
-    #[serde(default)]
     pub jwks: JwksSource,
-    /// Accepted `alg` header values.
-    #[serde(default = "default_algorithms")]
+    /// Accepted `alg` header values. Default: the preset's, or [`DEFAULT_ALGORITHMS`].
     pub algorithms: Vec<String>,
     /// Tolerated clock difference for `exp`, `nbf` and `iat`.
-    #[serde(default = "default_clock_skew", with = "humantime_serde")]
     pub clock_skew: Duration,
     /// Claim holding the subject (`sub` unless the issuer says otherwise, e.g. `email`).
-    #[serde(default = "default_subject_claim")]
     pub subject_claim: String,
     /// Claim holding the group list (an array of strings, or one string).
-    #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
-    /// Whether tokens from this issuer name people or machines.
-    #[serde(default)]
+    /// Whether tokens from this issuer name people or machines. Default: people, machines with
+    /// a preset (every preset is a workload issuer).
     pub identity_kind: IdentityKindRule,
     /// How often keys are refreshed even when none is missing.
-    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
     pub refresh_interval: Duration,
     /// Least time between two refreshes triggered by an unknown `kid`, so a client sending random
     /// key ids cannot make Postern hammer the identity provider.
-    #[serde(default = "default_min_refresh_interval", with = "humantime_serde")]
     pub min_refresh_interval: Duration,
+    /// For preset `spiffe`: the trust domain every SPIFFE ID must be in (`example.org`).
+    pub trust_domain: Option<String>,
+}
+
+/// An `[issuers.X]` table as written: what a preset can fill is optional.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preset: Option<IssuerPreset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    /// No default, with or without a preset: a default audience would accept tokens minted for
+    /// other services.
+    #[serde(default)]
+    audience: Vec<String>,
+    #[serde(default)]
+    jwks: JwksSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    algorithms: Option<Vec<String>>,
+    #[serde(default = "default_clock_skew", with = "humantime_serde")]
+    clock_skew: Duration,
+    #[serde(default = "default_subject_claim")]
+    subject_claim: String,
+    #[serde(default = "default_groups_claim")]
+    groups_claim: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity_kind: Option<IdentityKindRule>,
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    refresh_interval: Duration,
+    #[serde(default = "default_min_refresh_interval", with = "humantime_serde")]
+    min_refresh_interval: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trust_domain: Option<String>,
+}
+
+impl From<IssuerFile> for IssuerConfig {
+    /// Fills what the table leaves out from its preset, or from the general defaults.
+    fn from(file: IssuerFile) -> Self {
+        let preset = file.preset;
+        Self {
+            preset,
+            issuer: file
+                .issuer
+                .or_else(|| {
+                    preset
+                        .and_then(IssuerPreset::default_issuer)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default(),
+            audience: file.audience,
+            jwks: file.jwks,
+            algorithms: file.algorithms.unwrap_or_else(|| {
+                preset
+                    .map_or(DEFAULT_ALGORITHMS, IssuerPreset::default_algorithms)
+                    .iter()
+                    .map(|&a| a.to_owned())
+                    .collect()
+            }),
+            clock_skew: file.clock_skew,
+            subject_claim: file.subject_claim,
+            groups_claim: file.groups_claim,
+            identity_kind: file.identity_kind.unwrap_or(if preset.is_some() {
+                IdentityKindRule::Service
+            } else {
+                IdentityKindRule::Human
+            }),
+            refresh_interval: file.refresh_interval,
+            min_refresh_interval: file.min_refresh_interval,
+            trust_domain: file.trust_domain,
+        }
+    }
+}
+
+impl From<IssuerConfig> for IssuerFile {
+    /// Every setting written out, so the table reads back as the same configuration.
+    fn from(config: IssuerConfig) -> Self {
+        Self {
+            preset: config.preset,
+            issuer: Some(config.issuer),
+            audience: config.audience,
+            jwks: config.jwks,
+            algorithms: Some(config.algorithms),
+            clock_skew: config.clock_skew,
+            subject_claim: config.subject_claim,
+            groups_claim: config.groups_claim,
+            identity_kind: Some(config.identity_kind),
+            refresh_interval: config.refresh_interval,
+            min_refresh_interval: config.min_refresh_interval,
+            trust_domain: config.trust_domain,
+        }
+    }
 }
 
 /// Where an issuer's verification keys are found.
@@ -97,6 +196,7 @@ impl IssuerConfig {
     /// A configuration with every default, for the given issuer URL and audience.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>, jwks: JwksSource) -> Self {
         Self {
+            preset: None,
             issuer: issuer.into(),
             audience: vec![audience.into()],
             jwks,
@@ -107,12 +207,52 @@ impl IssuerConfig {
             identity_kind: IdentityKindRule::default(),
             refresh_interval: default_refresh_interval(),
             min_refresh_interval: default_min_refresh_interval(),
+            trust_domain: None,
         }
     }
 
+    /// A configuration with `preset`'s defaults (as `preset = "…"` with nothing else would
+    /// give) and the given audience; set `issuer` when the preset has no default, and
+    /// `trust_domain` for `spiffe`.
+    pub fn with_preset(preset: IssuerPreset, audience: impl Into<String>) -> Self {
+        IssuerFile {
+            preset: Some(preset),
+            issuer: None,
+            audience: vec![audience.into()],
+            jwks: JwksSource::Discovery,
+            algorithms: None,
+            clock_skew: default_clock_skew(),
+            subject_claim: default_subject_claim(),
+            groups_claim: default_groups_claim(),
+            identity_kind: None,
+            refresh_interval: default_refresh_interval(),
+            min_refresh_interval: default_min_refresh_interval(),
+            trust_domain: None,
+        }
+        .into()
+    }
+
     pub(crate) fn validate(&self, key: &str, problems: &mut Vec<Problem>) {
+        match self.preset {
+            Some(preset) => presets::validate(self, preset, key, problems),
+            None => self.validate_without_preset(key, problems),
+        }
+        self.validate_algorithms(key, problems);
+    }
+
+    fn validate_without_preset(&self, key: &str, problems: &mut Vec<Problem>) {
         if self.issuer.is_empty() {
-            problems.push(Problem::new(format!("{key}.issuer"), "must not be empty"));
+            problems.push(Problem::new(
+                format!("{key}.issuer"),
+                "must be set to the exact iss of the issuer's tokens (or name a preset: \
+                 github_actions, kubernetes, spiffe, oauth_client)",
+            ));
+        }
+        if self.trust_domain.is_some() {
+            problems.push(Problem::new(
+                format!("{key}.trust_domain"),
+                "trust_domain is a SPIFFE setting: it needs preset = \"spiffe\"",
+            ));
         }
         if self.audience.is_empty() {
             problems.push(Problem::new(
@@ -121,6 +261,9 @@ impl IssuerConfig {
                  services in",
             ));
         }
+    }
+
+    fn validate_algorithms(&self, key: &str, problems: &mut Vec<Problem>) {
         let hmac_allowed = matches!(self.jwks, JwksSource::SharedSecretFile(_));
         for alg in &self.algorithms {
             let known = ASYMMETRIC_ALGORITHMS.contains(&alg.as_str());

@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 pub use admin::{AdminConfig, ConsoleConfig};
 pub use approvals::{ApprovalsConfig, WebhookConfig};
 pub use error::{ConfigError, Problem};
-pub use issuer::{IdentityKindRule, IssuerConfig, JwksSource};
+pub use issuer::{
+    GITHUB_ACTIONS_ISSUER, IdentityKindRule, IssuerConfig, IssuerPreset, JwksSource,
+    MAX_TRUST_DOMAIN_BYTES, check_trust_domain,
+};
 pub use limits::{Limits, SessionLimits};
 pub use listen::{
     ClientAuth, ClientAuthMethod, DEFAULT_OAUTH_SCOPE, ListenConfig, OAuthBearerSettings, TlsFiles,

@@ -77,6 +77,11 @@ pub enum AuthError {
         found: Vec<String>,
         accepted: Vec<String>,
     },
+    /// The token does not fit its issuer's preset: a SPIFFE ID of another trust domain, a
+    /// user's token where a client's is expected. The message names the claims at fault, their
+    /// values already passed through `echo`.
+    #[error("{0}")]
+    WorkloadMismatch(String),
 }
 
 impl AuthError {
@@ -86,7 +91,8 @@ impl AuthError {
         match self {
             Self::UntrustedIssuer(_)
             | Self::WrongAudience { .. }
-            | Self::KeysUnavailable { .. } => SQLSTATE_INVALID_AUTHORIZATION,
+            | Self::KeysUnavailable { .. }
+            | Self::WorkloadMismatch(_) => SQLSTATE_INVALID_AUTHORIZATION,
             Self::TooLarge { .. }
             | Self::Malformed(_)
             | Self::MissingClaim(_)
@@ -116,6 +122,7 @@ impl AuthError {
             Self::Expired { .. } => "expired",
             Self::NotYetValid { .. } => "not_yet_valid",
             Self::WrongAudience { .. } => "wrong_audience",
+            Self::WorkloadMismatch(_) => "workload_mismatch",
         }
     }
 

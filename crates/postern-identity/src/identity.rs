@@ -1,6 +1,6 @@
 //! [`Identity`]: who is behind a connection, as established from a verified token, and how the
-//! issuer's configuration maps claims (subject, groups, `amr`) onto it. Deciding what the
-//! identity may do is `postern-policy`'s business.
+//! issuer's configuration maps claims (subject, groups, `amr`, its preset's workload) onto it.
+//! Deciding what the identity may do is `postern-policy`'s business.
 
 use std::time::SystemTime;
 
@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::claims::TokenTimes;
 use crate::error::AuthError;
+use crate::workload::Workload;
 
 /// Authentication method references (RFC 8176, `amr`) that show more than a password was used:
 /// a second factor, a hardware or software key, or a biometric.
@@ -59,6 +60,8 @@ pub struct Identity {
     pub token_id: Option<String>,
     /// Whether `amr` shows a multi-factor sign-in (see [`MFA_METHODS`]).
     pub mfa: bool,
+    /// What the token says about the workload behind it, when its issuer has a preset.
+    pub workload: Option<Workload>,
 }
 
 impl Identity {
@@ -69,14 +72,10 @@ impl Identity {
         claims: Map<String, Value>,
         times: TokenTimes,
     ) -> Result<Self, AuthError> {
-        let subject_claim = config.subject_claim.as_str();
-        let subject = match claims.get(subject_claim) {
-            Some(Value::String(subject)) if !subject.is_empty() => subject.clone(),
-            Some(Value::String(_)) => return Err(invalid(subject_claim, "is empty")),
-            None | Some(Value::Null) => {
-                return Err(AuthError::MissingClaim(subject_claim.to_owned()));
-            }
-            Some(_) => return Err(invalid(subject_claim, "is not a string")),
+        let workload = Workload::from_claims(config, &claims)?;
+        let subject = match workload.as_ref().and_then(Workload::subject) {
+            Some(subject) => subject.to_owned(),
+            None => subject_of(&claims, &config.subject_claim)?,
         };
         let groups = match claims.get(&config.groups_claim) {
             Some(Value::String(group)) => vec![group.clone()],
@@ -119,7 +118,17 @@ impl Identity {
             issued_at: times.issued_at,
             token_id,
             mfa,
+            workload,
         })
+    }
+}
+
+fn subject_of(claims: &Map<String, Value>, subject_claim: &str) -> Result<String, AuthError> {
+    match claims.get(subject_claim) {
+        Some(Value::String(subject)) if !subject.is_empty() => Ok(subject.clone()),
+        Some(Value::String(_)) => Err(invalid(subject_claim, "is empty")),
+        None | Some(Value::Null) => Err(AuthError::MissingClaim(subject_claim.to_owned())),
+        Some(_) => Err(invalid(subject_claim, "is not a string")),
     }
 }
 

@@ -13,6 +13,7 @@
 //!   (`cache.rs`).
 //! - `claims.rs`: `iss`, `aud`, `exp`, `nbf` checks with messages that name the fault.
 //! - [`Identity`] (`identity.rs`): claims mapped to subject, groups, kind, MFA.
+//! - [`Workload`] (`workload.rs`): what a workload issuer's preset reads from its claims.
 //! - [`AuthError`], [`IdentityError`] (`error.rs`): client-safe refusals with SQLSTATE and label.
 //! - [`limits`]: every bound, in one place.
 
@@ -25,6 +26,7 @@ mod logout;
 mod token;
 mod verified;
 mod verifier;
+mod workload;
 
 #[cfg(test)]
 mod tests;
@@ -33,3 +35,6 @@ pub use error::{AuthError, IdentityError};
 pub use identity::{Identity, IdentityKind, MFA_METHODS};
 pub use logout::{BACKCHANNEL_LOGOUT_EVENT, LogoutToken, MAX_LOGOUT_TOKEN_AGE};
 pub use verifier::Verifier;
+pub use workload::{
+    GithubActions, KubernetesServiceAccount, OauthClient, SpiffeId, WORKLOAD_ATTRIBUTES, Workload,
+};

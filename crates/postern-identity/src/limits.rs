@@ -51,3 +51,8 @@ pub const MAX_VERIFICATION_REUSE: Duration = Duration::from_secs(300);
 /// expired the memory starts afresh: a flood of distinct valid tokens costs signature checks,
 /// never memory.
 pub const MAX_VERIFIED_TOKENS: usize = 10_000;
+
+/// Longest SPIFFE ID accepted in a JWT-SVID's `sub`: "URIs with a total length of more than 2048
+/// bytes … SHOULD NOT be used" (SPIFFE ID §2).
+/// <https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md#23-maximum-spiffe-id-length>
+pub const MAX_SPIFFE_ID_BYTES: usize = 2048;

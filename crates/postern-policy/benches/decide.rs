@@ -93,6 +93,7 @@ fn setup() -> (PolicyEngine, Identity, RequestContext) {
         issued_at: Some(now() - Duration::from_secs(600)),
         token_id: None,
         mfa: true,
+        workload: None,
     };
     let ctx = RequestContext {
         source_ip: IpAddr::from([10, 1, 2, 3]),

@@ -114,6 +114,7 @@ mod tests {
             issued_at: None,
             token_id: None,
             mfa: false,
+            workload: None,
         }
     }
 

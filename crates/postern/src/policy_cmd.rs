@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
 use postern_config::Config;
-use postern_identity::{Identity, IdentityKind};
+use postern_identity::{Identity, IdentityKind, Workload};
 use postern_policy::cedar::RequestContext;
 use postern_policy::guard::{self, GuardContext};
 use postern_proxy::Policies;
@@ -50,9 +50,14 @@ pub struct CheckArgs {
     /// Decide as a service (workload) identity rather than a person.
     #[arg(long)]
     service: bool,
-    /// Extra claims as name=value (repeatable).
+    /// Extra claims as name=value (repeatable); a value starting with `{` is read as a JSON
+    /// object (`kubernetes.io={"namespace":"payments",…}`).
     #[arg(long = "claim", value_parser = parse_claim)]
     claims: Vec<(String, String)>,
+    /// Decide as a token of this configured issuer: its name, URL and kind, and for an issuer
+    /// with a preset the workload its claims describe (`principal.workload`).
+    #[arg(long)]
+    issuer: Option<String>,
     /// When to decide, RFC 3339 (default: now).
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     at: Option<SystemTime>,
@@ -92,7 +97,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         )
     })?;
     let now = args.at.unwrap_or_else(SystemTime::now);
-    let identity = identity(&args, subject, now);
+    let identity = identity(&args, &config, subject, now)?;
     let request = RequestContext {
         source_ip: args.ip,
         now,
@@ -135,14 +140,25 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn identity(args: &CheckArgs, subject: String, now: SystemTime) -> Identity {
+fn identity(
+    args: &CheckArgs,
+    config: &Config,
+    subject: String,
+    now: SystemTime,
+) -> anyhow::Result<Identity> {
     let mut claims = Map::new();
     claims.insert("sub".into(), Value::String(subject.clone()));
     claims.insert("groups".into(), Value::from(args.groups.clone()));
     for (name, value) in &args.claims {
-        claims.insert(name.clone(), Value::String(value.clone()));
+        let value = if value.starts_with('{') {
+            serde_json::from_str(value)
+                .map_err(|e| anyhow::anyhow!("--claim {name}: not a JSON object: {e}"))?
+        } else {
+            Value::String(value.clone())
+        };
+        claims.insert(name.clone(), value);
     }
-    Identity {
+    let mut identity = Identity {
         issuer_name: "policy-check".into(),
         issuer: "postern policy check".into(),
         subject,
@@ -157,5 +173,30 @@ fn identity(args: &CheckArgs, subject: String, now: SystemTime) -> Identity {
         issued_at: Some(now),
         token_id: None,
         mfa: args.mfa,
+        workload: None,
+    };
+    if let Some(name) = &args.issuer {
+        let issuer = config.issuers.get(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no issuer named {name:?} in {}; configured: {}",
+                args.config.display(),
+                config
+                    .issuers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        identity.issuer_name.clone_from(name);
+        identity.issuer.clone_from(&issuer.issuer);
+        identity.kind = issuer.identity_kind.into();
+        // What the proxy would refuse at login, the dry run refuses too.
+        identity.workload = Workload::from_claims(issuer, &identity.claims)
+            .map_err(|e| anyhow::anyhow!("a token of issuer {name:?} would be refused: {e}"))?;
+        if let Some(client) = identity.workload.as_ref().and_then(Workload::subject) {
+            identity.subject = client.to_owned();
+        }
     }
+    Ok(identity)
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use cedar_policy::{
     Entities, Entity, EntityUid, PolicySet, PrincipalConstraint, RestrictedExpression, Schema,
 };
-use postern_identity::{Identity, IdentityKind};
+use postern_identity::{Identity, IdentityKind, WORKLOAD_ATTRIBUTES};
 use serde_json::Value;
 
 use super::context::{ContextCache, IdentityFacts};
@@ -237,6 +237,7 @@ fn principal_entities(
         ),
         ("kind", RestrictedExpression::new_string(kind.to_owned())),
         ("mfa", RestrictedExpression::new_bool(identity.mfa)),
+        ("workload", workload_record(identity)?),
     ]
     .map(|(name, value)| (name.to_owned(), value));
     let principal = Entity::new_with_tags(
@@ -251,6 +252,29 @@ fn principal_entities(
         .map(|uid| Entity::new_no_attrs(uid, Default::default()));
     // With the schema, Cedar checks the entities conform and adds the action entities.
     Entities::from_entities(std::iter::once(principal).chain(groups), Some(schema)).ok()
+}
+
+/// `principal.workload`: the preset's kind and every attribute of every preset, "" where the
+/// workload does not have it (the schema's `Workload` type lists each as a required String, so
+/// policies need no `has`; `postern-identity` names the attributes).
+fn workload_record(identity: &Identity) -> Option<RestrictedExpression> {
+    let workload = identity.workload.as_ref();
+    let kind = workload.map_or("", |w| w.kind());
+    let attributes = WORKLOAD_ATTRIBUTES.iter().map(|&name| {
+        let value = workload.and_then(|w| w.attribute(name)).unwrap_or_default();
+        (
+            name.to_owned(),
+            RestrictedExpression::new_string(value.to_owned()),
+        )
+    });
+    RestrictedExpression::new_record(
+        std::iter::once((
+            "kind".to_owned(),
+            RestrictedExpression::new_string(kind.to_owned()),
+        ))
+        .chain(attributes),
+    )
+    .ok()
 }
 
 /// The token's string claims, as entity tags. Claims of other types are left out: a tag has one

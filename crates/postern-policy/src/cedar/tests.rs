@@ -35,6 +35,7 @@ fn identity(subject: &str, groups: &[&str]) -> Identity {
         issued_at: Some(monday_10am() - Duration::from_secs(600)),
         token_id: None,
         mfa: false,
+        workload: None,
     }
 }
 
@@ -1131,3 +1132,5 @@ fn any_action_can_be_asked() {
         "permission denied: no policy allows raw on target demo for bob@example.com as owner"
     );
 }
+
+mod workload;
