@@ -18,13 +18,16 @@
 //! | DELETE | `/v1/revocations/{id}` | lift one |
 //! | GET | `/v1/audit?kind=&subject=&…` | search the audit log, with `view_audit` (`audit_search.rs`) |
 //!
-//! The approval routes are in `approvals.rs`. `ROUTES` is the one list of routes.
+//! The approval routes are in `approvals.rs`; the SCIM 2.0 provisioning routes under
+//! `/scim/v2`, authenticated by the provider's own bearer token, in `scim.rs`. `ROUTES` is the
+//! one list of routes.
 
 mod approvals;
 mod audit_search;
 mod logout;
 mod metrics;
 mod openapi;
+mod scim;
 
 mod console;
 pub use console::{ConsoleError, ConsoleOptions, router_with, serve_with};
@@ -60,6 +63,8 @@ struct Route {
 enum Verb {
     Get,
     Post,
+    Put,
+    Patch,
     Delete,
 }
 
@@ -68,6 +73,8 @@ impl Verb {
         match self {
             Self::Get => MethodFilter::GET,
             Self::Post => MethodFilter::POST,
+            Self::Put => MethodFilter::PUT,
+            Self::Patch => MethodFilter::PATCH,
             Self::Delete => MethodFilter::DELETE,
         }
     }
@@ -76,6 +83,8 @@ impl Verb {
         match self {
             Self::Get => "GET",
             Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
             Self::Delete => "DELETE",
         }
     }
@@ -103,6 +112,17 @@ const ROUTES: &[Route] = &[
     Route { method: Verb::Get, path: "/v1/webhooks/deliveries", handler: |m| on(m, approvals::deliveries) },
     Route { method: Verb::Get, path: "/v1/audit", handler: |m| on(m, audit_search::search) },
     Route { method: Verb::Post, path: "/v1/oidc/backchannel-logout", handler: |m| on(m, logout::backchannel_logout) },
+    Route { method: Verb::Get, path: "/scim/v2/ServiceProviderConfig", handler: |m| on(m, scim::service_provider_config) },
+    Route { method: Verb::Get, path: "/scim/v2/ResourceTypes", handler: |m| on(m, scim::resource_types) },
+    Route { method: Verb::Get, path: "/scim/v2/ResourceTypes/{id}", handler: |m| on(m, scim::resource_type) },
+    Route { method: Verb::Get, path: "/scim/v2/Schemas", handler: |m| on(m, scim::schemas) },
+    Route { method: Verb::Get, path: "/scim/v2/Schemas/{id}", handler: |m| on(m, scim::schema) },
+    Route { method: Verb::Get, path: "/scim/v2/Users", handler: |m| on(m, scim::list_users) },
+    Route { method: Verb::Post, path: "/scim/v2/Users", handler: |m| on(m, scim::create_user) },
+    Route { method: Verb::Get, path: "/scim/v2/Users/{id}", handler: |m| on(m, scim::get_user) },
+    Route { method: Verb::Put, path: "/scim/v2/Users/{id}", handler: |m| on(m, scim::replace_user) },
+    Route { method: Verb::Patch, path: "/scim/v2/Users/{id}", handler: |m| on(m, scim::patch_user) },
+    Route { method: Verb::Delete, path: "/scim/v2/Users/{id}", handler: |m| on(m, scim::delete_user) },
 ];
 
 /// Every route the admin API serves, as (method, path) with paths as OpenAPI writes them

@@ -1,8 +1,10 @@
-//! `[admin]`: the admin HTTP API (health, live sessions, revocations, approvals) and the web
-//! console it serves (`[admin.console]`). Off unless configured.
+//! `[admin]`: the admin HTTP API (health, live sessions, revocations, approvals), the web
+//! console it serves (`[admin.console]`) and the SCIM 2.0 provisioning endpoint
+//! (`[admin.scim]`). Off unless configured.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,56 @@ pub struct AdminConfig {
     /// The web console served under `/console/`.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// The SCIM 2.0 service provider under `/scim/v2`; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<ScimConfig>,
+}
+
+/// `[admin.scim]`: the identity provider provisions users to Postern over SCIM 2.0 (RFC 7644),
+/// and deactivating or deleting one there revokes that person here at once. The provider
+/// authenticates with a bearer token of its own (not an identity token), read from `token_file`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScimConfig {
+    /// A file holding the bearer token the provider sends (one line, at least 32 characters:
+    /// `openssl rand -hex 32`). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The issuer whose tokens carry these users' subjects: its name under `[issuers]`.
+    /// Default: the only issuer when exactly one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Which SCIM attribute of a user equals the subject of that person's tokens.
+    #[serde(default)]
+    pub subject_attribute: ScimSubjectAttribute,
+}
+
+/// The SCIM user attribute that holds the person's subject (the issuer's `subject_claim`,
+/// `sub` by default), compared exactly.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ScimSubjectAttribute {
+    /// `userName` (Okta, OneLogin, and Entra ID mapping `userPrincipalName`).
+    #[default]
+    #[serde(rename = "userName")]
+    UserName,
+    /// `externalId`: the provider's own id of the user (Entra ID's `objectId`, say).
+    #[serde(rename = "externalId")]
+    ExternalId,
+    /// `id`: the id Postern gave the user.
+    #[serde(rename = "id")]
+    Id,
+}
+
+impl ScimSubjectAttribute {
+    /// The attribute's name as SCIM writes it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserName => "userName",
+            Self::ExternalId => "externalId",
+            Self::Id => "id",
+        }
+    }
 }
 
 /// `[admin.console]`: how people sign in to the web console. The console signs in with OpenID
@@ -90,6 +142,70 @@ impl AdminConfig {
                      id registered with the identity provider)"
                 ),
             ));
+        }
+    }
+
+    /// Checks `[admin.scim]`: a token file, and an issuer that names a configured one.
+    pub fn validate_scim(
+        &self,
+        issuers: &BTreeMap<String, IssuerConfig>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let Some(scim) = &self.scim else {
+            return;
+        };
+        if scim
+            .token_file
+            .as_ref()
+            .is_none_or(|path| path.as_os_str().is_empty())
+        {
+            problems.push(Problem::new(
+                "admin.scim.token_file",
+                "required: the file holding the bearer token the identity provider sends to \
+                 /scim/v2 (create one with `openssl rand -hex 32 > scim-token`)",
+            ));
+        }
+        if let Err(problem) = self.scim_issuer(issuers) {
+            problems.push(problem);
+        }
+    }
+
+    /// The issuer whose subjects SCIM users carry, by name: `None` when SCIM is off.
+    ///
+    /// # Errors
+    /// When `[admin.scim] issuer` names no configured issuer, or names none while several are
+    /// configured.
+    pub fn scim_issuer<'a>(
+        &self,
+        issuers: &'a BTreeMap<String, IssuerConfig>,
+    ) -> Result<Option<(&'a str, &'a IssuerConfig)>, Problem> {
+        let Some(scim) = &self.scim else {
+            return Ok(None);
+        };
+        let names = || issuers.keys().cloned().collect::<Vec<_>>().join(", ");
+        match &scim.issuer {
+            Some(name) => match issuers.get_key_value(name) {
+                Some((name, issuer)) => Ok(Some((name.as_str(), issuer))),
+                None => Err(Problem::new(
+                    "admin.scim.issuer",
+                    format!(
+                        "no issuer {name:?} is configured; name one of [issuers]: {}",
+                        names()
+                    ),
+                )),
+            },
+            None if issuers.len() == 1 => Ok(issuers
+                .iter()
+                .next()
+                .map(|(name, issuer)| (name.as_str(), issuer))),
+            None => Err(Problem::new(
+                "admin.scim.issuer",
+                format!(
+                    "name the issuer whose tokens carry the provisioned users' subjects, one of \
+                     [issuers]: {}",
+                    names()
+                ),
+            )),
         }
     }
 
@@ -207,5 +323,96 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    fn scim(section: &str) -> AdminConfig {
+        toml::from_str(&format!("address = \"127.0.0.1:6480\"\n[scim]\n{section}")).unwrap()
+    }
+
+    fn scim_problems(config: &AdminConfig, names: &[&str]) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        config.validate_scim(&issuers(names), &mut problems);
+        problems
+    }
+
+    #[test]
+    fn scim_settings_default_and_are_checked() {
+        let off: AdminConfig = toml::from_str("address = \"127.0.0.1:6480\"").unwrap();
+        assert!(off.scim.is_none());
+        assert!(scim_problems(&off, &["corp", "ci"]).is_empty());
+
+        let one = scim("token_file = \"/run/scim-token\"");
+        let settings = one.scim.as_ref().unwrap();
+        assert_eq!(settings.subject_attribute, ScimSubjectAttribute::UserName);
+        assert!(scim_problems(&one, &["corp"]).is_empty());
+        assert_eq!(
+            one.scim_issuer(&issuers(&["corp"])).unwrap().unwrap().0,
+            "corp"
+        );
+
+        let named = scim(
+            "token_file = \"/run/scim-token\"\nissuer = \"ci\"\nsubject_attribute = \"externalId\"",
+        );
+        assert!(scim_problems(&named, &["corp", "ci"]).is_empty());
+        assert_eq!(
+            named.scim.as_ref().unwrap().subject_attribute,
+            ScimSubjectAttribute::ExternalId
+        );
+        assert_eq!(
+            scim("token_file = \"t\"\nsubject_attribute = \"id\"")
+                .scim
+                .unwrap()
+                .subject_attribute,
+            ScimSubjectAttribute::Id
+        );
+
+        let cases = [
+            (
+                "issuer = \"corp\"",
+                &["corp"][..],
+                "admin.scim.token_file",
+                "required",
+            ),
+            (
+                "token_file = \"\"",
+                &["corp"][..],
+                "admin.scim.token_file",
+                "required",
+            ),
+            (
+                "token_file = \"t\"",
+                &["corp", "ci"][..],
+                "admin.scim.issuer",
+                "ci, corp",
+            ),
+            (
+                "token_file = \"t\"\nissuer = \"nope\"",
+                &["corp"][..],
+                "admin.scim.issuer",
+                "corp",
+            ),
+        ];
+        for (section, names, key, needle) in cases {
+            let problems = scim_problems(&scim(section), names);
+            assert_eq!(problems.len(), 1, "{section}: {problems:?}");
+            assert_eq!(problems[0].key, key, "{section}");
+            assert!(
+                problems[0].message.contains(needle),
+                "{section}: {}",
+                problems[0].message
+            );
+        }
+        for bad in [
+            "token_file = \"t\"\nsubject_attribute = \"email\"",
+            "token = \"x\"",
+        ] {
+            assert!(
+                toml::from_str::<AdminConfig>(&format!(
+                    "address = \"127.0.0.1:6480\"\n[scim]\n{bad}"
+                ))
+                .is_err(),
+                "{bad}"
+            );
+        }
     }
 }

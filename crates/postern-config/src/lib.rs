@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use admin::{AdminConfig, ConsoleConfig};
+pub use admin::{AdminConfig, ConsoleConfig, ScimConfig, ScimSubjectAttribute};
 pub use approvals::{ApprovalsConfig, WebhookConfig};
 pub use error::{ConfigError, Problem};
 pub use issuer::{
@@ -114,6 +114,7 @@ impl Config {
         if let Some(admin) = &self.admin {
             admin.validate(&mut problems);
             admin.validate_console(&self.issuers, &mut problems);
+            admin.validate_scim(&self.issuers, &mut problems);
         }
         self.approvals.validate(&mut problems);
         if self.issuers.is_empty() {

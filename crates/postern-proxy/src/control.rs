@@ -1,10 +1,12 @@
 //! [`Control`]: what the control plane (the admin API, the CLI through it) may do to a running
 //! Postern — see and end live sessions, revoke access, decide approval requests
-//! (`control/approvals.rs`) — with the caller's identity verified by the same rules
+//! (`control/approvals.rs`), take the identity provider's SCIM provisioning (`control/scim.rs`) —
+//! with the caller's identity verified by the same rules
 //! as clients' and every request decided by the same Cedar policy set, and every change audited.
 
 mod approvals;
 mod audit_search;
+pub mod scim;
 
 pub use approvals::Ballot;
 
@@ -60,7 +62,9 @@ impl From<StoreError> for ControlError {
         match error {
             StoreError::Invalid { .. } => Self::Invalid(error.to_string()),
             StoreError::NotFound { .. } => Self::NotFound(error.to_string()),
-            StoreError::Conflict { .. } => Self::Conflict(error.to_string()),
+            StoreError::Conflict { .. } | StoreError::Duplicate { .. } => {
+                Self::Conflict(error.to_string())
+            }
             other => Self::Store(other.to_string()),
         }
     }

@@ -23,6 +23,8 @@ pub enum SetupError {
     Store(#[from] postern_store::StoreError),
     #[error("approvals: {0}")]
     Approvals(String),
+    #[error("SCIM ([admin.scim]): {0}")]
+    Scim(String),
     #[error("client authentication: {0}")]
     ClientAuth(String),
 }

@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) approvals: Arc<approvals::Approvals>,
     /// Counters for the admin API's `/metrics`.
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// `[admin.scim]`: the provider's token and whose subjects its users carry; `None` when off.
+    pub(crate) scim: Option<Arc<control::scim::ScimSettings>>,
 }
 
 /// Where Postern reads the time for policy conditions (hour, weekday, token age). The system
@@ -141,6 +143,7 @@ impl Proxy {
         let store = postern_store::Store::open(&config.store.path).await?;
         let revocations = revocations::Revocations::load(store.clone(), (options.clock)()).await?;
         let notifier = approvals::notifier(&config.approvals)?;
+        let scim = control::scim::ScimSettings::from_config(config)?.map(Arc::new);
         let console_url = config.approvals.console_url.clone().or_else(|| {
             config
                 .admin
@@ -182,6 +185,7 @@ impl Proxy {
                 revocations: Arc::new(revocations),
                 approvals,
                 metrics: Arc::default(),
+                scim,
             }),
             listener,
         })

@@ -84,6 +84,10 @@ pub enum StoreError {
     /// shown to an API client.)
     #[error("no {what} {id}")]
     NotFound { what: &'static str, id: String },
+    /// A value that must be unique is taken (a SCIM user's `userName`). (No file named: the
+    /// message may be shown to an API client.)
+    #[error("{field} {value:?} is already taken")]
+    Duplicate { field: &'static str, value: String },
     /// The approval request is not in a state that allows the change. (No file named: the
     /// message may be shown to an API client.)
     #[error("approval request {request_id}: {reason}")]
@@ -123,6 +127,7 @@ impl StoreError {
             Self::Invalid { .. } => "invalid",
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
+            Self::Duplicate { .. } => "duplicate",
         }
     }
 }

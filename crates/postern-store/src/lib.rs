@@ -1,9 +1,9 @@
 //! The control plane's persistent state: what must outlive a Postern process and be seen by every
 //! Postern process that shares the store.
 //!
-//! Today that is revocations (issue 5), the `jti`s of back-channel logout tokens acted on, and
-//! just-in-time approvals: requests held for approvers,
-//! their votes, and the grants approvals make. Sessions and signing keys follow. The store is an
+//! Today that is revocations (issue 5), the `jti`s of back-channel logout tokens acted on, the
+//! users an identity provider provisions over SCIM, and just-in-time approvals: requests held for
+//! approvers, their votes, and the grants approvals make. Sessions and signing keys follow. The store is an
 //! embedded SQLite file (through sqlx, with SQLite bundled); a PostgreSQL backend for several
 //! instances is planned behind the same API.
 //!
@@ -20,6 +20,8 @@
 //!   ([`Grant::covers_statement`], [`Grant::covers_actions`]); `approval/tally.rs`: deciding a
 //!   request from its votes ([`ApprovalRequest::tally`]); `approval/table.rs`: reading and
 //!   writing them, a vote and the grant it makes in one write transaction.
+//! - `scim.rs`: the users an identity provider provisions over SCIM 2.0, and the revocations
+//!   SCIM made (so that reactivation lifts those and no others).
 //! - `error.rs`: [`StoreError`], naming the file and the operation; [`ConflictReason`].
 //!
 //! # Time
@@ -39,6 +41,7 @@ mod error;
 mod logout;
 mod migrate;
 mod revocation;
+mod scim;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,6 +58,9 @@ pub use approval::{
 pub use error::{ConflictReason, StoreError};
 pub use revocation::{
     MAX_NAME_BYTES, MAX_REASON_BYTES, NewRevocation, Revocation, RevocationScope, RevocationSet,
+};
+pub use scim::{
+    MAX_SCIM_ATTRIBUTES_BYTES, MAX_SCIM_PAGE, ScimUser, ScimUserData, ScimUserFilter, ScimUserPage,
 };
 
 /// How long a statement waits for another connection or process to release SQLite's write lock

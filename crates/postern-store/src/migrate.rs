@@ -42,6 +42,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "logout tokens",
         sql: include_str!("../migrations/0003_logout_tokens.sql"),
     },
+    Migration {
+        version: 4,
+        description: "SCIM users",
+        sql: include_str!("../migrations/0004_scim_users.sql"),
+    },
 ];
 
 /// Which migrations have been applied to this file.

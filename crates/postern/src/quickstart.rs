@@ -160,6 +160,7 @@ async fn run_with_cluster(
     config.admin = Some(postern_config::AdminConfig {
         address: SocketAddr::from(([127, 0, 0, 1], args.admin_port)),
         console: Default::default(),
+        scim: None,
     });
     // For reference: the same deployment, runnable with `postern serve --config` while the
     // quickstart's database and identity provider are up.
