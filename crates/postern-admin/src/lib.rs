@@ -24,6 +24,7 @@
 
 mod approvals;
 mod audit_search;
+mod exchange;
 mod logout;
 mod metrics;
 mod openapi;
@@ -123,6 +124,9 @@ const ROUTES: &[Route] = &[
     Route { method: Verb::Put, path: "/scim/v2/Users/{id}", handler: |m| on(m, scim::replace_user) },
     Route { method: Verb::Patch, path: "/scim/v2/Users/{id}", handler: |m| on(m, scim::patch_user) },
     Route { method: Verb::Delete, path: "/scim/v2/Users/{id}", handler: |m| on(m, scim::delete_user) },
+    Route { method: Verb::Post, path: "/v1/token", handler: |m| on(m, exchange::token) },
+    Route { method: Verb::Get, path: "/.well-known/jwks.json", handler: |m| on(m, exchange::jwks) },
+    Route { method: Verb::Get, path: "/.well-known/openid-configuration", handler: |m| on(m, exchange::discovery) },
 ];
 
 /// Every route the admin API serves, as (method, path) with paths as OpenAPI writes them

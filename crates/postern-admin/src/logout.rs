@@ -60,20 +60,30 @@ fn logout_token(body: &[u8]) -> Result<String, String> {
     if body.len() > MAX_BODY {
         return Err(format!("the body is larger than {MAX_BODY} bytes"));
     }
-    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
     let mut found = None;
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if decode(name)? == "logout_token" {
+    for (name, value) in form_pairs(body)? {
+        if name == "logout_token" {
             if found.is_some() {
                 return Err("logout_token is given twice".to_owned());
             }
-            found = Some(decode(value)?);
+            found = Some(value);
         }
     }
     found
         .filter(|t| !t.is_empty())
         .ok_or_else(|| "send the logout token as the form parameter logout_token".to_owned())
+}
+
+/// The decoded name/value pairs of an `application/x-www-form-urlencoded` body.
+pub(crate) fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
 }
 
 /// Percent-decoding of a form component (`+` is a space).

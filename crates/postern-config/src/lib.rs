@@ -8,6 +8,7 @@
 mod admin;
 mod approvals;
 mod error;
+mod exchange;
 mod issuer;
 mod limits;
 mod listen;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use admin::{AdminConfig, ConsoleConfig, ScimConfig, ScimSubjectAttribute};
 pub use approvals::{ApprovalsConfig, WebhookConfig};
 pub use error::{ConfigError, Problem};
+pub use exchange::{MAX_EXCHANGED_LIFETIME, POSTERN_ISSUER_NAME, TokenExchangeConfig};
 pub use issuer::{
     GITHUB_ACTIONS_ISSUER, IdentityKindRule, IssuerConfig, IssuerPreset, JwksSource,
     MAX_TRUST_DOMAIN_BYTES, check_trust_domain,
@@ -68,6 +70,9 @@ pub struct Config {
     /// How statements held for approval wait, and the approver groups' webhooks.
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    /// Postern as an issuer of exchanged tokens; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<TokenExchangeConfig>,
 }
 
 /// The audit trail's destination.
@@ -117,6 +122,9 @@ impl Config {
             admin.validate_scim(&self.issuers, &mut problems);
         }
         self.approvals.validate(&mut problems);
+        if let Some(exchange) = &self.token_exchange {
+            exchange.validate(&self.issuers, &mut problems);
+        }
         if self.issuers.is_empty() {
             problems.push(Problem::new(
                 "issuers",

@@ -33,6 +33,7 @@ mod tests;
 
 pub use error::{AuthError, IdentityError};
 pub use identity::{Identity, IdentityKind, MFA_METHODS};
+pub use jwks::LocalJwks;
 pub use logout::{BACKCHANNEL_LOGOUT_EVENT, LogoutToken, MAX_LOGOUT_TOKEN_AGE};
 pub use verifier::Verifier;
 pub use workload::{

@@ -56,9 +56,22 @@ impl Verifier {
     /// now, so a missing file is reported here; keys behind URLs are fetched on first use (or by
     /// [`Verifier::prefetch_keys`]). Blocking (file reads).
     pub fn new(issuers: &BTreeMap<String, IssuerConfig>) -> Result<Self, IdentityError> {
+        Self::with_local_issuer(issuers, None)
+    }
+
+    /// [`Verifier::new`], also trusting an issuer in this process (Postern's own, for exchanged
+    /// tokens) whose keys are read from `local` rather than fetched: `(name, config, keys)`.
+    pub fn with_local_issuer(
+        issuers: &BTreeMap<String, IssuerConfig>,
+        local: Option<(String, IssuerConfig, crate::jwks::LocalJwks)>,
+    ) -> Result<Self, IdentityError> {
         let fetcher = Fetcher::new()?;
+        let local_jwks = local
+            .as_ref()
+            .map(|(_, config, jwks)| (config.issuer.clone(), jwks.clone()));
+        let local_issuer = local.as_ref().map(|(name, config, _)| (name, config));
         let mut by_url: HashMap<String, Issuer> = HashMap::new();
-        for (name, config) in issuers {
+        for (name, config) in issuers.iter().chain(local_issuer) {
             let invalid = |problem: String| IdentityError::InvalidIssuer {
                 name: name.clone(),
                 problem,
@@ -77,9 +90,13 @@ impl Verifier {
                 )));
             }
             let algorithms = parse_algorithms(config).map_err(invalid)?;
+            let source = match &local_jwks {
+                Some((url, jwks)) if *url == config.issuer => KeySource::Local(jwks.clone()),
+                _ => KeySource::from(&config.jwks),
+            };
             let keys = IssuerKeys::new(
                 config.issuer.clone(),
-                KeySource::from(&config.jwks),
+                source,
                 config.refresh_interval,
                 config.min_refresh_interval,
             );
@@ -137,7 +154,14 @@ impl Verifier {
             .await?;
         let claims = issuer.verify_signature(token, alg, &keys, &unverified, &|_| {})?;
         let times = claims::check(&claims, issuer.rules(), now)?;
-        let identity = Identity::from_verified(&issuer.name, &issuer.config, claims, times)?;
+        let mut identity = Identity::from_verified(&issuer.name, &issuer.config, claims, times)?;
+        if issuer.name == postern_config::POSTERN_ISSUER_NAME {
+            // A token Postern issued by exchange names the kind of the identity it came from.
+            identity.kind = match identity.claims.get("postern_kind").and_then(Value::as_str) {
+                Some("service") => crate::IdentityKind::Service,
+                _ => crate::IdentityKind::Human,
+            };
+        }
         tracing::debug!(issuer = %identity.issuer_name, subject = %identity.subject, "token verified");
         Ok(identity)
     }

@@ -6,6 +6,7 @@
 
 mod approvals;
 mod audit_search;
+pub mod exchange;
 pub mod scim;
 
 pub use approvals::Ballot;

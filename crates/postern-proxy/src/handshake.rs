@@ -215,6 +215,15 @@ impl Connection {
                     e.to_string(),
                 )
             })?;
+        if let Some(refusal) =
+            crate::control::exchange::scope_refusal(&identity, &target.name, &role)
+        {
+            return Err(Refused::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "token_scope",
+                refusal,
+            ));
+        }
 
         let (upstream, lease) = self
             .open_upstream(&target, &role, &identity, &check.forwarded)

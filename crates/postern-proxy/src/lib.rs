@@ -12,6 +12,8 @@
 //! - `claims`: signing `postern.claims`; [`setup_db`]: the SQL that verifies it.
 //! - `cancel`: per-session cancel keys mapped to upstream backends, and the signal that cancels
 //!   a statement held for approval.
+//! - [`issuer`]: Postern as an issuer of exchanged tokens (keys, rotation, JWKS, discovery);
+//!   the exchange itself is `control/exchange.rs`.
 //! - [`approvals`]: requests, grants and the wake-ups of statements held for approval;
 //!   `preview`: the impact preview approvers see (the statement run and rolled back).
 //! - `metrics`: counters for `/metrics`.
@@ -28,6 +30,7 @@ mod error;
 mod events;
 mod handshake;
 mod io;
+pub mod issuer;
 mod metrics;
 mod oauthbearer;
 mod policy;
@@ -83,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// `[admin.scim]`: the provider's token and whose subjects its users carry; `None` when off.
     pub(crate) scim: Option<Arc<control::scim::ScimSettings>>,
+    /// Postern's own issuer, when token exchange is configured.
+    pub(crate) issuer: Option<Arc<issuer::PosternIssuer>>,
 }
 
 /// Where Postern reads the time for policy conditions (hour, weekday, token age). The system
@@ -123,7 +128,6 @@ impl Proxy {
             Some(files) => Some(tls::acceptor(&files.certificate, &files.private_key)?),
             None => None,
         };
-        let verifier = Verifier::new(&config.issuers)?;
         let mut targets = BTreeMap::new();
         let mut client_auth = BTreeMap::new();
         for (name, target) in &config.targets {
@@ -141,6 +145,28 @@ impl Proxy {
         }
         let audit = AuditLog::open(&config.audit.path).await?;
         let store = postern_store::Store::open(&config.store.path).await?;
+        let issuer = match &config.token_exchange {
+            Some(exchange) => Some(
+                issuer::PosternIssuer::load(exchange.clone(), store.clone(), options.clock.clone())
+                    .await
+                    .map_err(|e| SetupError::Approvals(format!("token exchange: {e}")))?,
+            ),
+            None => None,
+        };
+        let verifier = Verifier::with_local_issuer(
+            &config.issuers,
+            config
+                .token_exchange
+                .as_ref()
+                .zip(issuer.as_ref())
+                .map(|(exchange, issuer)| {
+                    (
+                        postern_config::POSTERN_ISSUER_NAME.to_owned(),
+                        exchange.as_issuer(),
+                        issuer.local_jwks(),
+                    )
+                }),
+        )?;
         let revocations = revocations::Revocations::load(store.clone(), (options.clock)()).await?;
         let notifier = approvals::notifier(&config.approvals)?;
         let scim = control::scim::ScimSettings::from_config(config)?.map(Arc::new);
@@ -186,6 +212,7 @@ impl Proxy {
                 approvals,
                 metrics: Arc::default(),
                 scim,
+                issuer,
             }),
             listener,
         })
@@ -225,6 +252,9 @@ impl Proxy {
         tasks.spawn(prune_pools(shared.clone()));
         tasks.spawn(refresh_revocations(shared.clone()));
         tasks.spawn(shared.approvals.clone().run(shared.shutdown.clone()));
+        if let Some(issuer) = &shared.issuer {
+            tasks.spawn(issuer.clone().run(shared.shutdown.clone()));
+        }
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Postern is listening");
         loop {
             let accepted = tokio::select! {

@@ -151,6 +151,7 @@ pub fn demo_config(
         store: StoreConfig::default(),
         admin: None,
         approvals: postern_config::ApprovalsConfig::default(),
+        token_exchange: None,
     })
 }
 

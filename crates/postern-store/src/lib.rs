@@ -42,6 +42,7 @@ mod logout;
 mod migrate;
 mod revocation;
 mod scim;
+mod signing_key;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub use revocation::{
 pub use scim::{
     MAX_SCIM_ATTRIBUTES_BYTES, MAX_SCIM_PAGE, ScimUser, ScimUserData, ScimUserFilter, ScimUserPage,
 };
+pub use signing_key::SigningKey;
 
 /// How long a statement waits for another connection or process to release SQLite's write lock
 /// before failing with "database is locked" (`PRAGMA busy_timeout`).

@@ -47,6 +47,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "SCIM users",
         sql: include_str!("../migrations/0004_scim_users.sql"),
     },
+    Migration {
+        version: 5,
+        description: "signing keys",
+        sql: include_str!("../migrations/0005_signing_keys.sql"),
+    },
 ];
 
 /// Which migrations have been applied to this file.

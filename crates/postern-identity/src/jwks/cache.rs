@@ -24,8 +24,11 @@ use super::{FetchError, Fetcher, KeySet, Selection, VerificationKey, parse_jwks}
 use crate::error::AuthError;
 
 /// Where an issuer's keys come from (the runtime form of [`JwksSource`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum KeySource {
+    /// A JWKS this process publishes itself (Postern as an issuer): read in memory, never over
+    /// the network.
+    Local(LocalJwks),
     /// OIDC discovery from the issuer URL, then its `jwks_uri`.
     Discovery,
     /// A JWKS at this URL.
@@ -34,6 +37,17 @@ pub(crate) enum KeySource {
     File(PathBuf),
     /// An HMAC secret in this file.
     SharedSecret(PathBuf),
+}
+
+/// The public JWKS of an issuer in this process, as a function returning the current document
+/// (keys rotate).
+#[derive(Clone)]
+pub struct LocalJwks(pub Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+impl std::fmt::Debug for LocalJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalJwks")
+    }
 }
 
 impl From<&JwksSource> for KeySource {
@@ -115,6 +129,7 @@ impl IssuerKeys {
             KeySource::SharedSecret(path) => {
                 vec![VerificationKey::shared_secret(secret(&read_file(path)?))?]
             }
+            KeySource::Local(jwks) => parse_jwks(&(jwks.0)(), &self.issuer)?,
             KeySource::Discovery | KeySource::Uri(_) => return Ok(()),
         };
         // Nobody else can hold the lock while the verifier is being built.
@@ -262,6 +277,7 @@ impl IssuerKeys {
                 parse_jwks(&document, &self.issuer)
             }
             KeySource::Uri(uri) => parse_jwks(&fetcher.get_json(uri).await?, &self.issuer),
+            KeySource::Local(jwks) => parse_jwks(&(jwks.0)(), &self.issuer),
             KeySource::File(path) => {
                 let bytes = read_file_async(path.clone()).await?;
                 let document = serde_json::from_slice(&bytes).map_err(|_| FetchError::NotJson)?;

@@ -21,6 +21,7 @@ use jsonwebtoken::jwk::{
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::Value;
 
+pub use cache::LocalJwks;
 pub(crate) use cache::{IssuerKeys, KeySource};
 pub(crate) use fetch::{FetchError, Fetcher};
 
