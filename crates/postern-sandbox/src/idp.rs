@@ -4,28 +4,36 @@
 //! It owns signing keys persisted in a directory ([`DevKeys`]), token minting ([`TokenRequest`])
 //! and a loopback HTTP server ([`DevIdentityProvider`]) publishing OIDC discovery and the JWK
 //! Set, which is how Postern's verifier finds the keys — exactly as it would with a real
-//! provider — and the authorization code flow with PKCE, which is how a browser signs in to
-//! Postern's console. It does not verify tokens (that is `postern-identity`), and nothing here
-//! is meant for production: the keys sit unencrypted on disk, and the sign-in form asks for no
-//! password.
+//! provider — the authorization code flow with PKCE, which is how a browser signs in to
+//! Postern's console and `postern login --browser`, the device authorization grant, which is how
+//! `postern login --device` signs in, and rotating refresh tokens, which keep `postern psql`
+//! going. It does not verify tokens (that is `postern-identity`), and nothing here is meant for
+//! production: the keys sit unencrypted on disk, and the sign-in forms ask for no password.
 //!
 //! # Layout
 //! - [`keys`]: key generation, persistence (0600 PEM files), JWKS, signing.
 //! - [`token`]: [`TokenRequest`] and the claims it produces.
-//! - [`authorize`]: `/authorize` (sign-in form, one-time codes) and `/token` (code + PKCE
-//!   verifier → tokens).
+//! - [`authorize`]: `/authorize` (sign-in form, one-time codes) and the code + PKCE verifier
+//!   exchange.
+//! - [`device`]: `/device_authorization`, the `/device` form and the device code exchange.
+//! - [`refresh`]: refresh tokens, single-use and rotated.
+//! - [`grant`]: `/token` (which grant) and the tokens a successful grant gets.
 //! - [`form`]: form encoding and HTML escaping for those endpoints.
 //! - this file: the HTTP server and the issuer file that lets another process find it.
 
 mod authorize;
+mod device;
 mod form;
+mod grant;
 mod keys;
+mod refresh;
 mod token;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -35,8 +43,14 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-pub use authorize::{AUTHORIZE_PATH, CODE_TTL, MAX_PENDING_CODES, TOKEN_PATH};
+pub use authorize::{AUTHORIZE_PATH, CODE_TTL, MAX_PENDING_CODES, MFA_ACR, TOKEN_PATH};
+pub use device::{
+    DEFAULT_POLL_INTERVAL, DEVICE_AUTHORIZATION_PATH, DEVICE_CODE_TTL, DEVICE_PATH,
+    MAX_PENDING_DEVICE_CODES, SLOW_DOWN_STEP,
+};
+pub use grant::DEVICE_CODE_GRANT;
 pub use keys::{DevAlgorithm, DevKeys, EC_KEY_FILE, EC_KID, RSA_KEY_FILE, RSA_KID};
+pub use refresh::{MAX_REFRESH_TOKENS, REFRESH_TTL};
 pub use token::{DEFAULT_TTL, TokenRequest};
 
 /// File (inside the key directory) holding the issuer URL of the last provider started there,
@@ -111,6 +125,10 @@ pub struct DevIdentityProvider {
     jwks_requests: Arc<AtomicU64>,
     /// Authorization codes not yet exchanged, shared with the server task.
     codes: Arc<authorize::Codes>,
+    /// Device sign-ins in progress, shared with the server task.
+    devices: Arc<device::DeviceCodes>,
+    /// Refresh tokens issued, shared with the server task.
+    refresh: Arc<refresh::RefreshTokens>,
     /// Dropping (or sending on) this tells the server task to shut down.
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -130,6 +148,10 @@ struct ServerState {
     jwks_requests: Arc<AtomicU64>,
     /// Authorization codes issued and not yet exchanged.
     codes: Arc<authorize::Codes>,
+    /// Device sign-ins in progress.
+    devices: Arc<device::DeviceCodes>,
+    /// Refresh tokens issued.
+    refresh: Arc<refresh::RefreshTokens>,
 }
 
 impl DevIdentityProvider {
@@ -162,17 +184,23 @@ impl DevIdentityProvider {
 
         let jwks_requests = Arc::new(AtomicU64::new(0));
         let codes = Arc::new(authorize::Codes::default());
+        let devices = Arc::new(device::DeviceCodes::default());
+        let refresh = Arc::new(refresh::RefreshTokens::default());
         let state = ServerState {
             issuer: issuer.as_str().into(),
             keys: Arc::clone(&keys),
             jwks_requests: Arc::clone(&jwks_requests),
             codes: Arc::clone(&codes),
+            devices: Arc::clone(&devices),
+            refresh: Arc::clone(&refresh),
         };
         let app = Router::new()
             .route(DISCOVERY_PATH, get(discovery))
             .route(JWKS_PATH, get(jwks))
             .route(AUTHORIZE_PATH, get(authorize::form).post(authorize::submit))
-            .route(TOKEN_PATH, post(authorize::token))
+            .route(TOKEN_PATH, post(grant::token))
+            .route(DEVICE_AUTHORIZATION_PATH, post(device::authorize))
+            .route(DEVICE_PATH, get(device::form).post(device::submit))
             .with_state(state);
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -191,6 +219,8 @@ impl DevIdentityProvider {
             keys,
             jwks_requests,
             codes,
+            devices,
+            refresh,
             shutdown: Some(shutdown),
         })
     }
@@ -223,6 +253,25 @@ impl DevIdentityProvider {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
+    }
+
+    /// How many refreshes (`grant_type=refresh_token` requests, granted or not) were asked for.
+    pub fn refresh_requests(&self) -> u64 {
+        self.refresh.requests.load(Ordering::SeqCst)
+    }
+
+    /// Ends every sign-in's session: each refresh token expires now, as when a provider's
+    /// session lifetime runs out.
+    pub fn end_sessions(&self) {
+        self.refresh.expire_all();
+    }
+
+    /// The polling interval given to device sign-ins started from now on (whole seconds, at
+    /// least one; [`DEFAULT_POLL_INTERVAL`] unless changed). Tests shorten it.
+    pub fn set_device_poll_interval(&self, interval: Duration) {
+        self.devices
+            .interval_secs
+            .store(interval.as_secs().max(1), Ordering::SeqCst);
     }
 
     /// A request for a token from this provider: audience [`DEV_AUDIENCE`], 15 minutes, RS256.
@@ -281,12 +330,15 @@ async fn discovery(State(state): State<ServerState>) -> impl IntoResponse {
         "jwks_uri": format!("{}{JWKS_PATH}", state.issuer),
         "authorization_endpoint": format!("{}{AUTHORIZE_PATH}", state.issuer),
         "token_endpoint": format!("{}{TOKEN_PATH}", state.issuer),
+        "device_authorization_endpoint": format!("{}{DEVICE_AUTHORIZATION_PATH}", state.issuer),
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "response_types_supported": ["code", "id_token"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", DEVICE_CODE_GRANT, "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": ["openid"],
+        "scopes_supported": ["openid", "offline_access"],
+        "acr_values_supported": [MFA_ACR],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "groups", "amr", "nonce"],
         "subject_types_supported": ["public"],
     });
     ([(header::CONNECTION, "close")], axum::Json(document))
@@ -300,6 +352,8 @@ async fn jwks(State(state): State<ServerState>) -> impl IntoResponse {
     )
 }
 
+#[cfg(test)]
+mod grant_tests;
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -315,7 +369,7 @@ mod tests {
     /// A minimal HTTP/1.1 exchange, so the tests exercise the real server without an HTTP
     /// client dependency. `form` makes it a POST of that form body. Returns the status code, the
     /// header block (names lower-cased) and the body.
-    async fn http(url: &str, form: Option<&str>) -> (u16, String, String) {
+    pub(super) async fn http(url: &str, form: Option<&str>) -> (u16, String, String) {
         let rest = url.strip_prefix("http://").unwrap();
         let (authority, path) = rest.split_at(rest.find('/').unwrap());
         let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
@@ -356,7 +410,7 @@ mod tests {
         (status, body)
     }
 
-    fn verify(token: &str, jwks: &Value, alg: Algorithm) -> Map<String, Value> {
+    pub(super) fn verify(token: &str, jwks: &Value, alg: Algorithm) -> Map<String, Value> {
         let set: JwkSet = serde_json::from_value(jwks.clone()).unwrap();
         let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
         let key = DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
@@ -448,7 +502,7 @@ mod tests {
     }
 
     /// A PKCE verifier and its S256 challenge.
-    fn pkce() -> (String, String) {
+    pub(super) fn pkce() -> (String, String) {
         let verifier = "a-fixed-verifier-of-enough-length-0123456789_~.".to_owned();
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()),
@@ -468,7 +522,7 @@ mod tests {
     }
 
     /// Signs in on the form as `subject` in `groups`; returns the code the redirect carries.
-    async fn sign_in(
+    pub(super) async fn sign_in(
         idp: &DevIdentityProvider,
         challenge: &str,
         subject: &str,
@@ -495,7 +549,7 @@ mod tests {
         params.get("code").unwrap().to_owned()
     }
 
-    fn exchange_body(code: &str, verifier: &str) -> String {
+    pub(super) fn exchange_body(code: &str, verifier: &str) -> String {
         format!(
             "grant_type=authorization_code&code={}&code_verifier={verifier}&redirect_uri={}\
              &client_id=postern-console",
@@ -504,7 +558,7 @@ mod tests {
         )
     }
 
-    async fn exchange(idp: &DevIdentityProvider, body: &str) -> (u16, Value) {
+    pub(super) async fn exchange(idp: &DevIdentityProvider, body: &str) -> (u16, Value) {
         let (status, head, body) = http(&format!("{}{TOKEN_PATH}", idp.issuer()), Some(body)).await;
         assert!(head.contains("cache-control: no-store"), "{head}");
         (status, serde_json::from_str(&body).unwrap())

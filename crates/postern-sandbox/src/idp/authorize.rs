@@ -1,9 +1,11 @@
 //! The authorization code flow with PKCE (RFC 6749 §4.1, RFC 7636 with `S256` only), as much of
 //! it as a browser signing in to Postern's console needs: `GET /authorize` shows a sign-in form
 //! asking for a subject and groups (no password: this provider is for trying Postern), `POST
-//! /authorize` issues a one-time code and redirects back to the client, and `POST /token`
-//! exchanges the code and its PKCE verifier for an access token and an ID token, minted as
-//! [`super::DevIdentityProvider::mint`] mints them.
+//! /authorize` issues a one-time code and redirects back to the client, and `POST /token` with
+//! `grant_type=authorization_code` ([`exchange`], reached through [`super::grant`]) exchanges
+//! the code and its PKCE verifier for the tokens [`super::grant::issue`] makes. A box on the form
+//! says the sign-in used a second factor (`amr` then says `otp`); it starts ticked when the
+//! client asks for multi-factor with `acr_values` ([`MFA_ACR`]).
 //!
 //! Every parameter is checked again at each step, redirect URIs must be http(s) on a loopback
 //! host (nothing here may send a code across a network), codes live [`CODE_TTL`] and are used at
@@ -20,10 +22,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use serde_json::json;
 
+use super::ServerState;
 use super::form::{Params, encode, escape_html};
-use super::{DEFAULT_TTL, ServerState, TokenRequest};
+use super::grant::{SignIn, issue, token_error};
 
 /// Path of the authorization endpoint, relative to the issuer.
 pub const AUTHORIZE_PATH: &str = "/authorize";
@@ -43,6 +45,11 @@ const MAX_SUBJECT_CHARS: usize = 256;
 /// Most groups, and longest group name, accepted on the form.
 const MAX_GROUPS: usize = 64;
 const MAX_GROUP_CHARS: usize = 128;
+/// The `acr_values` entry asking for a multi-factor sign-in: the OpenID Provider Authentication
+/// Policy Extension's multi-factor policy, which several providers (Auth0 among them) honour.
+/// This provider also takes any value containing `mfa`.
+/// <https://openid.net/specs/openid-provider-authentication-policy-extension-1_0.html#rfc.section.4>
+pub const MFA_ACR: &str = "http://schemas.openid.net/pape/policies/2007/06/multi-factor";
 
 /// The style of the sign-in page, allowed by its hash in the page's content security policy.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:30rem;margin:3rem auto;\
@@ -59,12 +66,11 @@ pub(super) struct Codes {
 
 /// What a code stands for.
 pub(super) struct Pending {
-    client_id: String,
+    /// Who signed in, for which client.
+    sign_in: SignIn,
     redirect_uri: String,
     /// The PKCE `code_challenge` (S256): the exchange must bring the verifier hashing to it.
     challenge: String,
-    subject: String,
-    groups: Vec<String>,
     /// Goes into the ID token, so the client can tie it to the sign-in it started.
     nonce: String,
     pub(super) expires: Instant,
@@ -79,6 +85,8 @@ struct AuthorizationRequest {
     state: String,
     nonce: String,
     code_challenge: String,
+    /// The client asked for a multi-factor sign-in (`acr_values`): the form's box starts ticked.
+    mfa_requested: bool,
 }
 
 impl AuthorizationRequest {
@@ -121,6 +129,7 @@ impl AuthorizationRequest {
             state: bounded("state")?,
             nonce: bounded("nonce")?,
             code_challenge: code_challenge.to_owned(),
+            mfa_requested: asks_for_mfa(params.get("acr_values")),
         })
     }
 
@@ -144,6 +153,61 @@ impl AuthorizationRequest {
         })
         .collect()
     }
+}
+
+/// Whether `acr_values` (space-separated) asks for a multi-factor sign-in.
+pub(super) fn asks_for_mfa(acr_values: Option<&str>) -> bool {
+    acr_values.is_some_and(|values| {
+        values
+            .split(' ')
+            .any(|value| value == MFA_ACR || value.to_ascii_lowercase().contains("mfa"))
+    })
+}
+
+/// The form fields of a development sign-in: subject, groups, and the second-factor box.
+pub(super) fn sign_in_inputs(mfa_checked: bool) -> String {
+    format!(
+        "<label for=\"subject\">Subject</label>\n\
+         <input id=\"subject\" name=\"subject\" type=\"text\" required autofocus \
+         autocomplete=\"username\" placeholder=\"alice@example.com\">\n\
+         <label for=\"groups\">Groups <small>(separated by commas or spaces)</small></label>\n\
+         <input id=\"groups\" name=\"groups\" type=\"text\" placeholder=\"dbas, analysts\">\n\
+         <label><input name=\"mfa\" type=\"checkbox\" value=\"1\"{checked}> Signed in with a \
+         second factor <small>(the token's <code>amr</code> says <code>otp</code>)</small></label>\n",
+        checked = if mfa_checked { " checked" } else { "" },
+    )
+}
+
+/// The subject, groups and authentication methods (`amr`, RFC 8176) a sign-in form gives.
+pub(super) fn sign_in_fields(
+    params: &Params,
+) -> Result<(String, Vec<String>, Vec<String>), String> {
+    let subject = match params.require("subject") {
+        Ok(subject) if subject.trim().chars().count() <= MAX_SUBJECT_CHARS => subject.trim(),
+        Ok(_) => return Err("the subject is too long".into()),
+        Err(why) => return Err(why),
+    };
+    if subject.is_empty() {
+        return Err("subject is missing".into());
+    }
+    let groups: Vec<String> = params
+        .get("groups")
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|group| !group.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if groups.len() > MAX_GROUPS || groups.iter().any(|g| g.chars().count() > MAX_GROUP_CHARS) {
+        return Err(format!(
+            "give at most {MAX_GROUPS} groups of at most {MAX_GROUP_CHARS} characters"
+        ));
+    }
+    let amr = if params.get("mfa").is_some() {
+        vec!["pwd".to_owned(), "otp".to_owned()]
+    } else {
+        vec!["pwd".to_owned()]
+    };
+    Ok((subject.to_owned(), groups, amr))
 }
 
 fn is_base64url(byte: u8) -> bool {
@@ -205,7 +269,7 @@ fn loopback_origin(uri: &str) -> Result<&str, String> {
 }
 
 /// A small HTML page; `body` must already be escaped.
-fn page(status: StatusCode, title: &str, body: &str, form_action: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body: &str, form_action: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -239,7 +303,7 @@ fn page(status: StatusCode, title: &str, body: &str, form_action: &str) -> Respo
 
 /// The page shown for a request that cannot go on. Not redirected back: the redirect URI or the
 /// client may be what is wrong (RFC 6749 §4.1.2.1).
-fn refused(why: &str) -> Response {
+pub(super) fn refused(why: &str) -> Response {
     page(
         StatusCode::BAD_REQUEST,
         "Sign-in refused",
@@ -262,16 +326,12 @@ pub(super) async fn form(RawQuery(query): RawQuery) -> Response {
          Postern. Anyone who can reach it can sign in as anyone.</p>\n\
          <p><small>Signing in to <strong>{client}</strong>, which will be sent back to \
          {origin}.</small></p>\n\
-         <form method=\"post\" action=\"{AUTHORIZE_PATH}\">\n{hidden}\
-         <label for=\"subject\">Subject</label>\n\
-         <input id=\"subject\" name=\"subject\" type=\"text\" required autofocus \
-         autocomplete=\"username\" placeholder=\"alice@example.com\">\n\
-         <label for=\"groups\">Groups <small>(separated by commas or spaces)</small></label>\n\
-         <input id=\"groups\" name=\"groups\" type=\"text\" placeholder=\"dbas, analysts\">\n\
+         <form method=\"post\" action=\"{AUTHORIZE_PATH}\">\n{hidden}{inputs}\
          <button type=\"submit\">Sign in</button>\n</form>\n",
         client = escape_html(&request.client_id),
         origin = escape_html(&request.redirect_origin),
         hidden = request.hidden_fields(),
+        inputs = sign_in_inputs(request.mfa_requested),
     );
     // Browsers apply `form-action` to the redirect that answers the form too.
     let form_action = format!("'self' {}", request.redirect_origin);
@@ -292,32 +352,22 @@ pub(super) async fn submit(State(state): State<ServerState>, body: Bytes) -> Res
         Ok(request) => request,
         Err(why) => return refused(&why),
     };
-    let subject = match params.require("subject") {
-        Ok(subject) if subject.trim().chars().count() <= MAX_SUBJECT_CHARS => subject.trim(),
-        Ok(_) => return refused("the subject is too long"),
+    let (subject, groups, amr) = match sign_in_fields(&params) {
+        Ok(fields) => fields,
         Err(why) => return refused(&why),
     };
-    let groups: Vec<String> = params
-        .get("groups")
-        .unwrap_or_default()
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|group| !group.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if groups.len() > MAX_GROUPS || groups.iter().any(|g| g.chars().count() > MAX_GROUP_CHARS) {
-        return refused(&format!(
-            "give at most {MAX_GROUPS} groups of at most {MAX_GROUP_CHARS} characters"
-        ));
-    }
     let Some(code) = random_token() else {
         return refused("the provider could not generate a code");
     };
     let pending = Pending {
-        client_id: request.client_id,
+        sign_in: SignIn {
+            client_id: request.client_id,
+            subject,
+            groups,
+            amr,
+        },
         redirect_uri: request.redirect_uri.clone(),
         challenge: request.code_challenge,
-        subject: subject.to_owned(),
-        groups,
         nonce: request.nonce,
         expires: Instant::now() + CODE_TTL,
     };
@@ -361,41 +411,13 @@ pub(super) async fn submit(State(state): State<ServerState>, body: Bytes) -> Res
         .into_response()
 }
 
-/// A token endpoint error (RFC 6749 §5.2).
-fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::CONNECTION, "close"),
-        ],
-        axum::Json(json!({ "error": error, "error_description": description })),
-    )
-        .into_response()
-}
-
-/// `POST /token`: exchanges a code and its PKCE verifier for tokens.
-pub(super) async fn token(State(state): State<ServerState>, body: Bytes) -> Response {
+/// `POST /token` with `grant_type=authorization_code`: exchanges a code and its PKCE verifier
+/// for tokens.
+pub(super) fn exchange(state: &ServerState, params: &Params) -> Response {
     let invalid =
         |description: &str| token_error(StatusCode::BAD_REQUEST, "invalid_request", description);
     let grant =
         |description: &str| token_error(StatusCode::BAD_REQUEST, "invalid_grant", description);
-    let params = match form_params(&body) {
-        Some(Ok(params)) => params,
-        Some(Err(why)) => return invalid(&why),
-        None => return invalid("the body is larger than allowed or not form data"),
-    };
-    match params.require("grant_type") {
-        Ok("authorization_code") => {}
-        Ok(_) => {
-            return token_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "this provider exchanges authorization codes only",
-            );
-        }
-        Err(why) => return invalid(&why),
-    }
     let (code, verifier, redirect_uri, client_id) = match (
         params.require("code"),
         params.require("code_verifier"),
@@ -422,7 +444,7 @@ pub(super) async fn token(State(state): State<ServerState>, body: Bytes) -> Resp
     if pending.expires <= Instant::now() {
         return grant("the code has expired");
     }
-    if pending.client_id != client_id || pending.redirect_uri != redirect_uri {
+    if pending.sign_in.client_id != client_id || pending.redirect_uri != redirect_uri {
         return grant("client_id or redirect_uri differ from the authorization request");
     }
     if !valid_verifier(verifier) {
@@ -441,34 +463,11 @@ pub(super) async fn token(State(state): State<ServerState>, body: Bytes) -> Resp
         return grant("code_verifier does not match the code_challenge");
     }
 
-    let mut access = TokenRequest::new(&*state.issuer, &pending.subject, super::DEV_AUDIENCE);
-    access.groups = pending.groups;
-    let mut id = access.clone();
-    id.extra_claims.insert("nonce".into(), pending.nonce.into());
-    let (Ok(access_token), Ok(id_token)) = (state.keys.mint(&access), state.keys.mint(&id)) else {
-        return token_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "signing failed",
-        );
-    };
-    (
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::CONNECTION, "close"),
-        ],
-        axum::Json(json!({
-            "access_token": access_token,
-            "id_token": id_token,
-            "token_type": "Bearer",
-            "expires_in": DEFAULT_TTL.as_secs(),
-        })),
-    )
-        .into_response()
+    issue(state, pending.sign_in, Some(&pending.nonce))
 }
 
 /// The form in `body`; `None` when it is too large or not UTF-8.
-fn form_params(body: &[u8]) -> Option<Result<Params, String>> {
+pub(super) fn form_params(body: &[u8]) -> Option<Result<Params, String>> {
     if body.len() > MAX_FORM_BYTES {
         return None;
     }
@@ -477,7 +476,7 @@ fn form_params(body: &[u8]) -> Option<Result<Params, String>> {
 }
 
 /// 256 random bits, base64url.
-fn random_token() -> Option<String> {
+pub(super) fn random_token() -> Option<String> {
     let mut bytes = [0_u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).ok()?;
     Some(URL_SAFE_NO_PAD.encode(bytes))
