@@ -32,7 +32,9 @@ pub use issuer::{
 };
 pub use limits::{Limits, SessionLimits};
 pub use listen::{
-    ClientAuth, ClientAuthMethod, DEFAULT_OAUTH_SCOPE, ListenConfig, OAuthBearerSettings, TlsFiles,
+    ClientAuth, ClientAuthMethod, ClientCertificates, ClientIdentityConfig,
+    DEFAULT_CERTIFICATE_ISSUER_NAME, DEFAULT_OAUTH_SCOPE, ListenConfig, OAuthBearerSettings,
+    TlsFiles,
 };
 pub use policy::PolicyConfig;
 pub use pool::{PoolConfig, PoolMode};
@@ -111,10 +113,20 @@ impl Config {
         Ok(config)
     }
 
+    /// How client certificates become identities, when the listener accepts them (both
+    /// `[listen.tls] client_ca` and `[listen.tls.client_identity]` are set).
+    #[must_use]
+    pub fn certificate_identity(&self) -> Option<&ClientIdentityConfig> {
+        let tls = self.listen.tls.as_ref()?;
+        tls.client_ca.as_ref()?;
+        tls.client_identity.as_ref()
+    }
+
     /// Checks everything that can be checked without I/O and reports every problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.listen.validate(&mut problems);
+        listen::tls::validate(self, &mut problems);
         self.policy.validate(&mut problems);
         if let Some(admin) = &self.admin {
             admin.validate(&mut problems);
@@ -125,10 +137,12 @@ impl Config {
         if let Some(exchange) = &self.token_exchange {
             exchange.validate(&self.issuers, &mut problems);
         }
-        if self.issuers.is_empty() {
+        let certificate_issuer = self.certificate_identity().map(|c| c.issuer_name.as_str());
+        if self.issuers.is_empty() && certificate_issuer.is_none() {
             problems.push(Problem::new(
                 "issuers",
-                "at least one token issuer must be configured",
+                "at least one token issuer (or client certificates: listen.tls.client_ca) must \
+                 be configured",
             ));
         }
         for (name, issuer) in &self.issuers {
@@ -141,7 +155,12 @@ impl Config {
             ));
         }
         for (name, target) in &self.targets {
-            target.validate(&format!("targets.{name}"), &self.issuers, &mut problems);
+            target.validate(
+                &format!("targets.{name}"),
+                &self.issuers,
+                certificate_issuer,
+                &mut problems,
+            );
         }
         target::validate_ephemeral_prefixes(&self.targets, &mut problems);
         listen::validate_client_auth(self, &mut problems);

@@ -1,15 +1,20 @@
-//! The client-facing listener: address, TLS, the plaintext exception for loopback, and how
-//! clients present their token ([`ClientAuthMethod`], which a target may override; resolved per
-//! target by [`Config::client_auth`]).
+//! The client-facing listener: address, TLS (`tls.rs`, with client certificates), the plaintext
+//! exception for loopback, and how clients present their token ([`ClientAuthMethod`], which a
+//! target may override; resolved per target by [`Config::client_auth`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Config, IssuerConfig, Problem, TargetConfig};
+
+pub(crate) mod tls;
+
+pub use tls::{
+    ClientCertificates, ClientIdentityConfig, DEFAULT_CERTIFICATE_ISSUER_NAME, TlsFiles,
+};
 
 /// The scope advertised to OAUTHBEARER clients when the configuration names none.
 pub const DEFAULT_OAUTH_SCOPE: &str = "openid";
@@ -20,7 +25,8 @@ pub struct ListenConfig {
     /// Address the Postgres-protocol listener binds.
     #[serde(default = "default_address")]
     pub address: SocketAddr,
-    /// Certificate and key offered to clients that send SSLRequest.
+    /// Certificate and key offered to clients that send SSLRequest, and the client certificates
+    /// accepted in place of a token.
     #[serde(default)]
     pub tls: Option<TlsFiles>,
     /// Accept tokens over plaintext from loopback clients. Off by default: a token on the wire in
@@ -111,14 +117,6 @@ impl Default for ListenConfig {
             oauth_scope: None,
         }
     }
-}
-
-/// PEM files for a TLS endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    pub certificate: PathBuf,
-    pub private_key: PathBuf,
 }
 
 impl ListenConfig {

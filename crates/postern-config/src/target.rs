@@ -205,7 +205,8 @@ pub struct RoleRule {
     /// Identity's subject must be one of these.
     #[serde(default)]
     pub subjects: Vec<String>,
-    /// Identity must come from one of these issuers (by configured name).
+    /// Identity must come from one of these issuers (by configured name; client certificates'
+    /// identities by `[listen.tls.client_identity] issuer_name`).
     #[serde(default)]
     pub issuers: Vec<String>,
     /// Claims that must have exactly these string values.
@@ -218,6 +219,7 @@ impl TargetConfig {
         &self,
         key: &str,
         issuers: &BTreeMap<String, IssuerConfig>,
+        certificate_issuer: Option<&str>,
         problems: &mut Vec<Problem>,
     ) {
         if self.host.is_empty() {
@@ -273,7 +275,7 @@ impl TargetConfig {
                 ));
             }
             for issuer in &rule.issuers {
-                if !issuers.contains_key(issuer) {
+                if !issuers.contains_key(issuer) && certificate_issuer != Some(issuer.as_str()) {
                     problems.push(Problem::new(
                         format!("{rule_key}.issuers"),
                         format!("no issuer named '{issuer}' is configured"),

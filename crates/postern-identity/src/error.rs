@@ -82,6 +82,11 @@ pub enum AuthError {
     /// values already passed through `echo`.
     #[error("{0}")]
     WorkloadMismatch(String),
+    /// A verified client certificate that names no acceptable identity (not exactly one SPIFFE
+    /// ID, another trust domain) or is outside its validity. The message starts with "client
+    /// certificate" and names what it holds, already passed through `echo`.
+    #[error("{0}")]
+    Certificate(String),
 }
 
 impl AuthError {
@@ -92,7 +97,8 @@ impl AuthError {
             Self::UntrustedIssuer(_)
             | Self::WrongAudience { .. }
             | Self::KeysUnavailable { .. }
-            | Self::WorkloadMismatch(_) => SQLSTATE_INVALID_AUTHORIZATION,
+            | Self::WorkloadMismatch(_)
+            | Self::Certificate(_) => SQLSTATE_INVALID_AUTHORIZATION,
             Self::TooLarge { .. }
             | Self::Malformed(_)
             | Self::MissingClaim(_)
@@ -123,6 +129,7 @@ impl AuthError {
             Self::NotYetValid { .. } => "not_yet_valid",
             Self::WrongAudience { .. } => "wrong_audience",
             Self::WorkloadMismatch(_) => "workload_mismatch",
+            Self::Certificate(_) => "client_certificate",
         }
     }
 

@@ -1,5 +1,5 @@
 //! Who is behind a connection: verification of identity tokens (OIDC/JWT) from the configured
-//! issuers, producing an [`Identity`].
+//! issuers, and of client certificates' SPIFFE IDs, producing an [`Identity`].
 //!
 //! This crate owns issuers, OIDC discovery, the JWKS cache (single-flight refresh, bounded
 //! bodies, rate-limited refresh on an unknown `kid`) and JWT verification. It does not read
@@ -14,9 +14,12 @@
 //! - `claims.rs`: `iss`, `aud`, `exp`, `nbf` checks with messages that name the fault.
 //! - [`Identity`] (`identity.rs`): claims mapped to subject, groups, kind, MFA.
 //! - [`Workload`] (`workload.rs`): what a workload issuer's preset reads from its claims.
+//! - [`CertificateIdentities`] (`certificate.rs`): a verified client certificate (X.509-SVID)
+//!   to an identity; `certificate/der.rs` reads its validity and subjectAltName URIs.
 //! - [`AuthError`], [`IdentityError`] (`error.rs`): client-safe refusals with SQLSTATE and label.
 //! - [`limits`]: every bound, in one place.
 
+mod certificate;
 mod claims;
 mod error;
 mod identity;
@@ -31,6 +34,7 @@ mod workload;
 #[cfg(test)]
 mod tests;
 
+pub use certificate::{CertificateIdentities, THUMBPRINT_CLAIM, certificate_thumbprint};
 pub use error::{AuthError, IdentityError};
 pub use identity::{Identity, IdentityKind, MFA_METHODS};
 pub use jwks::LocalJwks;

@@ -34,9 +34,18 @@ pub fn add_request(
     }
 }
 
-/// Adds how the client presented its token: `password` or `oauthbearer`.
+/// Adds how the client presented its token: `password` or `oauthbearer` (or `certificate`, by
+/// [`add_client_certificate`]).
 pub fn add_client_auth(event: &mut Map<String, Value>, method: &str) {
     event.insert("client_auth".into(), json!(method));
+}
+
+/// Marks a login by client certificate (no token was asked for) and names the certificate by
+/// its SHA-256 thumbprint (base64url, JOSE's `x5t#S256`), so an event can be traced to the
+/// exact certificate, refused or not.
+pub fn add_client_certificate(event: &mut Map<String, Value>, thumbprint: &str) {
+    add_client_auth(event, "certificate");
+    event.insert("client_certificate".into(), json!(thumbprint));
 }
 
 /// Adds the verified identity.

@@ -1,10 +1,11 @@
 //! One client connection from its first byte to a running session: TLS negotiation, the startup
-//! packet, the token, role mapping, the upstream login, and the refusals on the way, each sent
-//! as a FATAL ErrorResponse the user can act on and recorded in the audit log.
+//! packet, the token (or the client certificate verified in the TLS handshake, which stands in
+//! for it), role mapping, the upstream login, and the refusals on the way, each sent as a FATAL
+//! ErrorResponse the user can act on and recorded in the audit log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 use postern_config::{ClientAuth, OAuthBearerSettings, UpstreamMode};
@@ -15,6 +16,7 @@ use postern_wire::backend::{self, Report, Severity, TransactionStatus};
 use postern_wire::frame::Side;
 use postern_wire::startup::{self, StartupMessage, StartupPacket};
 use postern_wire::{Frame, FrameDecoder, frontend, limits, sqlstate};
+use rustls_pki_types::CertificateDer;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,6 +39,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         buffer: BytesMut::with_capacity(8192),
         peer,
         tls: false,
+        client_certificate: None,
         base_event: Map::new(),
     };
     let timeout = shared.listen.handshake_timeout;
@@ -83,6 +86,9 @@ struct Connection {
     buffer: BytesMut,
     peer: SocketAddr,
     tls: bool,
+    /// The end-entity certificate the client presented in the TLS handshake, verified there
+    /// against `[listen.tls] client_ca`.
+    client_certificate: Option<CertificateDer<'static>>,
     /// Audit fields known so far; a refusal is recorded with whatever is known.
     base_event: Map<String, Value>,
 }
@@ -285,10 +291,23 @@ impl Connection {
                                 &mut self.stream,
                                 Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
                             );
+                            // The client cannot read this refusal (the TLS session never
+                            // began): its message is for the audit log, and names the cause
+                            // (an unknown CA, an expired client certificate, no certificate).
                             let tls = acceptor.accept(plain).await.map_err(|e| {
                                 tracing::info!(client = %self.peer, error = %e, "TLS handshake failed");
-                                Refused::new(sqlstate::PROTOCOL_VIOLATION, "tls_handshake", "TLS handshake failed")
+                                Refused::new(
+                                    sqlstate::PROTOCOL_VIOLATION,
+                                    "tls_handshake",
+                                    format!("TLS handshake failed: {e}"),
+                                )
                             })?;
+                            self.client_certificate = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(<[_]>::first)
+                                .map(|certificate| certificate.clone().into_owned());
                             self.stream = Box::new(tls);
                             self.tls = true;
                         }
@@ -318,10 +337,26 @@ impl Connection {
         ))
     }
 
-    /// Asks for the token the way the target's `client_auth` says and verifies it. `Ok(None)`:
-    /// the client closed the connection instead of answering.
+    /// Who the client is: from the client certificate verified in the TLS handshake when it
+    /// presented one (nothing is asked for), else from the token asked for the way the target's
+    /// `client_auth` says. `Ok(None)`: the client closed the connection instead of answering.
     async fn authenticate(&mut self, target: &str) -> Result<Option<Identity>, Refused> {
         let shared = self.shared.clone();
+        if let (Some(certificate), Some(certificates)) =
+            (&self.client_certificate, &shared.certificates)
+        {
+            events::add_client_certificate(
+                &mut self.base_event,
+                &postern_identity::certificate_thumbprint(certificate),
+            );
+            return certificates
+                .identify(certificate, SystemTime::now())
+                .map(Some)
+                .map_err(|e| {
+                    shared.metrics.auth_failure(e.label());
+                    Refused::new(e.sqlstate(), e.label(), e.to_string())
+                });
+        }
         let settings = match shared.client_auth.get(target) {
             Some(ClientAuth::OAuthBearer(settings)) => settings,
             Some(ClientAuth::Password) | None => {

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`Proxy`] (here): binding, the accept loop, connection limits, graceful shutdown.
-//! - `handshake`: one connection from its first byte to a running session.
+//! - `handshake`: one connection from its first byte to a running session (a client
+//!   certificate, when the listener verified one, stands in for the token).
 //! - `session`: the relay, statement by statement.
 //! - `upstream`: connections to the database (TLS, SCRAM/md5/cleartext, simple queries).
 //! - `target`: per-target state — endpoint, role passwords Postern sets, the claims key.
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     /// How each target's clients present their token (`[listen]` and target `client_auth`).
     pub(crate) client_auth: BTreeMap<String, ClientAuth>,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// How a verified client certificate becomes an identity, when the listener asks for them.
+    pub(crate) certificates: Option<postern_identity::CertificateIdentities>,
     pub(crate) cancels: Arc<cancel::CancelRegistry>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) policies: Arc<Policies>,
@@ -125,9 +128,25 @@ impl Proxy {
     pub async fn bind_with(config: &Config, options: ProxyOptions) -> Result<Self, SetupError> {
         let policies = Arc::new(Policies::load(config).map_err(|e| SetupError::Policy(e.0))?);
         let tls = match &config.listen.tls {
-            Some(files) => Some(tls::acceptor(&files.certificate, &files.private_key)?),
+            Some(files) => Some(tls::acceptor(files)?),
             None => None,
         };
+        let certificates = config
+            .certificate_identity()
+            .map(postern_identity::CertificateIdentities::new);
+        if certificates.is_none()
+            && config
+                .listen
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca.is_some())
+        {
+            return Err(SetupError::Tls(
+                "listen.tls.client_ca is set without [listen.tls.client_identity]: client \
+                 certificates would be asked for with nothing to say whom they name"
+                    .to_owned(),
+            ));
+        }
         let mut targets = BTreeMap::new();
         let mut client_auth = BTreeMap::new();
         for (name, target) in &config.targets {
@@ -203,6 +222,7 @@ impl Proxy {
                 targets,
                 client_auth,
                 tls,
+                certificates,
                 cancels: Arc::new(cancel::CancelRegistry::default()),
                 shutdown: CancellationToken::new(),
                 policies,

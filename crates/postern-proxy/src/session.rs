@@ -513,13 +513,24 @@ where
             sqlstate::ADMIN_SHUTDOWN,
             "terminating connection because Postern is shutting down".to_owned(),
         )),
-        SessionEnd::TokenExpired => Some((
-            sqlstate::ADMIN_SHUTDOWN,
-            format!(
-                "terminating connection because your token expired at {}: log in again for a new token",
-                humantime::format_rfc3339_seconds(ctx.policy.identity.expires_at)
-            ),
-        )),
+        SessionEnd::TokenExpired => {
+            let identity = &ctx.policy.identity;
+            let at = humantime::format_rfc3339_seconds(identity.expires_at);
+            Some((
+                sqlstate::ADMIN_SHUTDOWN,
+                if identity.is_from_certificate() {
+                    format!(
+                        "terminating connection because your client certificate expired at \
+                         {at}: connect again with your renewed certificate"
+                    )
+                } else {
+                    format!(
+                        "terminating connection because your token expired at {at}: log in \
+                         again for a new token"
+                    )
+                },
+            ))
+        }
         SessionEnd::MaxDuration(limit) => Some((
             sqlstate::ADMIN_SHUTDOWN,
             format!(

@@ -305,10 +305,7 @@ fn write_certificate(dir: &Path) -> anyhow::Result<TlsFiles> {
     let private_key = dir.join("postern.key");
     std::fs::write(&certificate, cert.pem())?;
     std::fs::write(&private_key, key.serialize_pem())?;
-    Ok(TlsFiles {
-        certificate,
-        private_key,
-    })
+    Ok(TlsFiles::new(certificate, private_key))
 }
 
 fn init_tracing() {
