@@ -1,5 +1,5 @@
-//! The `postern` command: serve, try it out (`quickstart`), mint development tokens, prepare a
-//! target database, verify the audit log.
+//! The `postern` command: serve, try it out (`quickstart`), mint development tokens, log in and
+//! run psql with the token, prepare a target database, verify the audit log.
 
 // A command-line program: printing to stdout is its job.
 #![allow(clippy::print_stdout)]
@@ -7,7 +7,9 @@
 mod admin;
 mod approvals_cmd;
 mod audit_cmd;
+mod login;
 mod policy_cmd;
+mod psql_cmd;
 mod quickstart;
 mod serve;
 mod sessions_cmd;
@@ -42,6 +44,14 @@ enum Command {
     Quickstart(quickstart::Args),
     /// Print a token from the quickstart's development identity provider.
     Token(token::Args),
+    /// Sign in to your identity provider (device code or browser) and keep the tokens for
+    /// `postern psql`.
+    Login(login::Args),
+    /// Forget the tokens `postern login` kept.
+    Logout(login::LogoutArgs),
+    /// Run psql through Postern with the token from `postern login` (in its environment, never
+    /// on its command line).
+    Psql(psql_cmd::Args),
     /// Install the `postern` schema (signed claims for row-level security) in a target database.
     SetupDb {
         /// The target, as named in the configuration.
@@ -173,6 +183,9 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve::run(&config).await,
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::Token(args) => token::run(&args),
+            Command::Login(args) => login::run(args).await,
+            Command::Logout(args) => login::logout(args).await,
+            Command::Psql(args) => psql_cmd::run(args).await,
             Command::SetupDb { target, config } => setup_db::run(&target, &config).await,
             Command::Audit { command } => audit_cmd::run(command),
             Command::Policy { command } => policy_cmd::run(command),
