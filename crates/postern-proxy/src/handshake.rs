@@ -188,6 +188,14 @@ impl Connection {
             message, reason, ..
         } = session_policy.decide_connect(&policy, &request)
         {
+            let message = if policy.asks_for_mfa() && !identity.mfa {
+                format!(
+                    "{message}. Your token says no second factor was used: if a policy requires \
+                     MFA, log in again with MFA (postern login --mfa)"
+                )
+            } else {
+                message
+            };
             return Err(Refused::new(
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 reason.label(),

@@ -1310,7 +1310,11 @@ impl<'a> Frontend<'a> {
                     policies,
                     ..
                 } => {
-                    let detail = Some(policy_detail(&view.engine, &policies));
+                    let detail = Some(policy_detail(
+                        &view.engine,
+                        &policies,
+                        &self.ctx.policy.identity,
+                    ));
                     return Err(Denied {
                         reason: reason.label(),
                         message,
@@ -1337,7 +1341,11 @@ impl<'a> Frontend<'a> {
                     policies,
                     ..
                 } => {
-                    let detail = Some(policy_detail(&view.engine, &policies));
+                    let detail = Some(policy_detail(
+                        &view.engine,
+                        &policies,
+                        &self.ctx.policy.identity,
+                    ));
                     return Err(Denied {
                         reason: reason.label(),
                         message,
@@ -1550,10 +1558,19 @@ fn policy_view<'v>(slot: &'v mut Option<PolicyView>, ctx: &SessionContext) -> &'
 
 /// The ErrorResponse detail of a policy refusal: the deciding policies and where each is
 /// written, or that no permit applied.
-fn policy_detail(engine: &PolicyEngine, policies: &[String]) -> String {
+fn policy_detail(engine: &PolicyEngine, policies: &[String], identity: &Identity) -> String {
+    // The engine cannot say which condition failed; when a policy looks at MFA and this token
+    // shows none, the likely way forward is worth a sentence.
+    let mfa = if engine.asks_for_mfa() && !identity.mfa {
+        ". Your token says no second factor was used: if a policy requires MFA, log in again \
+         with MFA (postern login --mfa)"
+    } else {
+        ""
+    };
     if policies.is_empty() {
-        return "no permit policy applies to this request; grants are made in the [policy] files"
-            .to_owned();
+        return format!(
+            "no permit policy applies to this request; grants are made in the [policy] files{mfa}"
+        );
     }
     let named: Vec<String> = policies
         .iter()
@@ -1562,7 +1579,7 @@ fn policy_detail(engine: &PolicyEngine, policies: &[String]) -> String {
             None => format!("\"{id}\""),
         })
         .collect();
-    format!("decided by policy {}", named.join(", "))
+    format!("decided by policy {}{mfa}", named.join(", "))
 }
 
 /// The decoding error of a message Postern inspects and cannot read: a Query or Parse text,

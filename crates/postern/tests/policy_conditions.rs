@@ -182,6 +182,17 @@ async fn second_factor() {
     let no_amr = token(&stack, subject, "mfa-writers", None);
     let client = writer(&stack, &no_amr).await;
     assert_refused(&client, "writes-need-mfa", subject, "no amr").await;
+    // The refusal says how to get past it: a token that shows a second factor.
+    let error = client.simple_query(WRITE).await.expect_err("no amr");
+    let detail = error
+        .as_db_error()
+        .and_then(|e| e.detail())
+        .unwrap_or_default();
+    assert!(
+        detail.contains("no second factor was used")
+            && detail.contains("log in again with MFA (postern login --mfa)"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

@@ -81,6 +81,8 @@ pub struct PolicyEngine {
     order: std::collections::HashMap<String, usize>,
     /// `@approval` annotations of permits, by id.
     approvals: std::collections::HashMap<String, super::approval::ApprovalSpec>,
+    /// Some policy mentions `context.mfa` (see [`PolicyEngine::asks_for_mfa`]).
+    asks_for_mfa: bool,
     /// `file:line:column` of each policy, by id.
     origins: std::collections::HashMap<String, String>,
     /// Validator warnings, for `postern policy check`.
@@ -151,6 +153,9 @@ impl PolicyEngine {
             ));
         }
         all.extend(sources.iter().cloned().map(|source| (Author::User, source)));
+        let asks_for_mfa = all
+            .iter()
+            .any(|(_, source)| source.text.contains("context.mfa"));
         let loaded = load::load(&vocabulary, &all)?;
         let by_action =
             split_by_action(&loaded.policies, &vocabulary).map_err(|message| PolicyErrors {
@@ -171,7 +176,15 @@ impl PolicyEngine {
             origins: loaded.origins,
             warnings: loaded.warnings,
             role_candidates,
+            asks_for_mfa,
         })
+    }
+
+    /// Whether some policy looks at `context.mfa`: then a refusal of an identity whose token
+    /// shows no second factor may be one MFA would lift, and the client is told how to get it.
+    #[must_use]
+    pub fn asks_for_mfa(&self) -> bool {
+        self.asks_for_mfa
     }
 
     /// What Cedar's validator warns about (a policy that can never apply, confusable Unicode):
