@@ -480,6 +480,14 @@ async fn certificates_that_name_no_acceptable_spiffe_id_are_refused() {
     };
     assert!(error.contains("alert"), "{error}");
 
+    // The failed handshake is recorded after the client has its alert.
+    common::wait_until("the failed TLS handshake is audited", || {
+        let recorded = connections(&stack)
+            .iter()
+            .any(|event| event["reason"] == "tls_handshake");
+        async move { recorded }
+    })
+    .await;
     let refused: Vec<(String, String)> = connections(&stack)
         .iter()
         .map(|event| {
@@ -518,6 +526,12 @@ async fn revocation_and_the_certificate_s_expiry_end_sessions() {
         login(&stack, None, WRITER_ROLE, None).await,
         Login::Tls(_)
     ));
+    // The failed handshake is recorded after the client has its alert.
+    common::wait_until("the failed TLS handshake is audited", || {
+        let recorded = !connections(&stack).is_empty();
+        async move { recorded }
+    })
+    .await;
     let events = connections(&stack);
     assert!(
         events[0]["message"]
