@@ -131,6 +131,41 @@ async fn a_logout_token_ends_the_sessions_it_names_once() {
     };
     let (status, _) = post_logout(&stack, &forged).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Unsigned (alg none), and signed for another audience.
+    let unsigned = {
+        use base64::Engine as _;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "typ": "logout+jwt"})),
+            b64(
+                json!({"iss": stack.idp.issuer(), "aud": "postern", "iat": now, "jti": "u1",
+                       "sub": "alice@example.com", "events": { EVENT: {} }})
+            )
+        )
+    };
+    let (status, body) = post_logout(&stack, &unsigned).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let other_audience = {
+        let mut request = stack.request("alice@example.com");
+        request.audience = "another-service".into();
+        request.extra_claims.insert("jti".into(), json!("a1"));
+        request.extra_claims.insert("exp".into(), Value::Null);
+        request
+            .extra_claims
+            .insert("events".into(), json!({ EVENT: {} }));
+        stack.mint(&request).unwrap()
+    };
+    let (status, body) = post_logout(&stack, &other_audience).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error_description"].as_str().unwrap().contains("aud"),
+        "{body}"
+    );
     assert!(alive(&mut laptop).await && alive(&mut phone).await && alive(&mut bob).await);
 
     // One provider session: only the laptop's Postern session ends.

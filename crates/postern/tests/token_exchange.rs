@@ -245,6 +245,8 @@ async fn exchanged_tokens_log_in_down_scoped_and_verifiable_by_anyone() {
         .map(|k| k["kid"].clone())
         .collect();
     assert_eq!(kids, [rotated, kid]);
+    // A token the retired key signed still logs in until that key is withdrawn.
+    assert!(stack.connect("writer", &issued).await.is_ok());
     let events = stack.audit_events();
     assert!(
         events
