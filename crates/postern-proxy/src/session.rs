@@ -611,9 +611,10 @@ struct Frontend<'a> {
     notices: tokio::sync::mpsc::UnboundedSender<BytesMut>,
     /// The reason given with `SET postern.reason = '…'`, for the approval requests it makes.
     reason: Option<String>,
-    /// The SHA-256 of the parameters last bound to each portal: a statement-scoped grant covers
-    /// one statement with exactly these values.
-    bound_params: HashMap<String, String>,
+    /// The parameter bytes last bound to each portal (a view into the Bind frame, not a copy):
+    /// a statement-scoped grant covers one statement with exactly these values. Hashed only
+    /// when a statement is held, never on the way of every Bind.
+    bound_params: HashMap<String, bytes::Bytes>,
 }
 
 /// Most distinct statements one SQL-level prepared statement name is remembered with: a
@@ -1072,7 +1073,7 @@ impl<'a> Frontend<'a> {
                             .sent(Namespace::Portal, portal, self.cycle, records);
                         // The parameters follow the two names in the Bind's body.
                         let skip = 5 + portal.len() + 1 + statement.len() + 1;
-                        let params = hold::params_hash(frame.raw().get(skip..).unwrap_or(&[]));
+                        let params = frame.raw().slice(skip.min(frame.raw().len())..);
                         if self.bound_params.len() >= MAX_PREPARED_NAMES
                             && !self.bound_params.contains_key(portal)
                         {
@@ -1161,11 +1162,14 @@ impl<'a> Frontend<'a> {
                 if !approvals.is_empty() {
                     // Parameters Postern did not see bound (a cursor made by SQL `DECLARE`, a
                     // portal forgotten past the bound) match no statement-scoped grant.
-                    let params_hash = self.bound_params.get(portal).cloned().unwrap_or_else(|| {
-                        let mut nonce = [0u8; 16];
-                        crate::target::fill_random(&mut nonce);
-                        format!("unknown-{}", hex::encode(nonce))
-                    });
+                    let params_hash = self.bound_params.get(portal).map_or_else(
+                        || {
+                            let mut nonce = [0u8; 16];
+                            crate::target::fill_random(&mut nonce);
+                            format!("unknown-{}", hex::encode(nonce))
+                        },
+                        |params| hold::params_hash(params),
+                    );
                     return Action::Hold(Box::new(hold::Held {
                         frame,
                         id,

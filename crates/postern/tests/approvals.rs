@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use common::{RawClient, wait_until};
+use common::{RawClient, count, outcome, wait_until};
 use postern_testkit::{Stack, StackOptions};
 use postern_wire::backend;
 use reqwest::StatusCode;
@@ -117,37 +117,6 @@ async fn held(client: &mut RawClient, sql: &str) -> String {
         .next()
         .unwrap()
         .to_owned()
-}
-
-/// Reads to ReadyForQuery; returns the command tags and the error, skipping notices.
-async fn outcome(client: &mut RawClient) -> (Vec<String>, Option<(String, String)>) {
-    let mut tags = Vec::new();
-    let mut error = None;
-    for message in client.read_until_ready().await {
-        match message.tag {
-            backend::COMMAND_COMPLETE => {
-                tags.push(backend::command_tag(&message.frame).unwrap().to_owned());
-            }
-            backend::ERROR_RESPONSE => {
-                let fields = message.error();
-                error = Some((fields.code, fields.message));
-            }
-            _ => {}
-        }
-    }
-    (tags, error)
-}
-
-async fn count(stack: &Stack, condition: &str) -> i64 {
-    let direct = stack.direct().await.unwrap();
-    direct
-        .query_one(
-            &format!("SELECT count(*) FROM orders WHERE {condition}"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 async fn request_state(stack: &Stack, id: &str, token: &str) -> String {

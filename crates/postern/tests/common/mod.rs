@@ -321,3 +321,35 @@ pub fn bind_execute(name: &str) -> BytesMut {
     encode_execute(&mut out);
     out
 }
+
+/// Reads to ReadyForQuery; returns the command tags and the error, skipping notices.
+pub async fn outcome(client: &mut RawClient) -> (Vec<String>, Option<(String, String)>) {
+    let mut tags = Vec::new();
+    let mut error = None;
+    for message in client.read_until_ready().await {
+        match message.tag {
+            backend::COMMAND_COMPLETE => {
+                tags.push(backend::command_tag(&message.frame).unwrap().to_owned());
+            }
+            backend::ERROR_RESPONSE => {
+                let fields = message.error();
+                error = Some((fields.code, fields.message));
+            }
+            _ => {}
+        }
+    }
+    (tags, error)
+}
+
+/// The demo table's rows matching `condition`, counted over a direct connection.
+pub async fn count(stack: &postern_testkit::Stack, condition: &str) -> i64 {
+    let direct = stack.direct().await.unwrap();
+    direct
+        .query_one(
+            &format!("SELECT count(*) FROM orders WHERE {condition}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
