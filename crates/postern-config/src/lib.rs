@@ -7,6 +7,7 @@
 
 mod admin;
 mod approvals;
+mod baseline;
 mod error;
 mod exchange;
 mod issuer;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use admin::{AdminConfig, ConsoleConfig, ScimConfig, ScimSubjectAttribute};
 pub use approvals::{ApprovalsConfig, WebhookConfig};
+pub use baseline::{BaselineEnforcement, BaselinesConfig};
 pub use error::{ConfigError, Problem};
 pub use exchange::{MAX_EXCHANGED_LIFETIME, POSTERN_ISSUER_NAME, TokenExchangeConfig};
 pub use issuer::{
@@ -75,6 +77,9 @@ pub struct Config {
     /// Postern as an issuer of exchanged tokens; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_exchange: Option<TokenExchangeConfig>,
+    /// What service identities are seen doing: learned, reported when new, enforced where asked.
+    #[serde(default)]
+    pub baselines: BaselinesConfig,
 }
 
 /// The audit trail's destination.
@@ -145,6 +150,12 @@ impl Config {
                  be configured",
             ));
         }
+        self.baselines.validate(
+            &self.issuers,
+            certificate_issuer,
+            &self.targets,
+            &mut problems,
+        );
         for (name, issuer) in &self.issuers {
             issuer.validate(&format!("issuers.{name}"), &mut problems);
         }

@@ -631,8 +631,46 @@ impl Connection {
             cancel,
             lease,
         } = ready;
+        let watched = shared
+            .baselines
+            .open_session(
+                &identity,
+                &target.name,
+                peer.ip(),
+                (shared.clock)(),
+                &base_event,
+            )
+            .await;
+        let (baseline, network_anomaly) = match watched {
+            Ok(watched) => watched,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read a service identity's baseline; connection refused");
+                let refused = Refused::new(
+                    sqlstate::IO_ERROR,
+                    "baseline_unavailable",
+                    format!(
+                        "connection refused: the baseline of {} could not be read from the \
+                         control store, and a service identity is not let in unwatched",
+                        identity.subject
+                    ),
+                );
+                let event =
+                    events::connection(&base_event, Some((refused.reason, &refused.message)));
+                let _ = shared.audit.record(event).await;
+                send_fatal(&mut stream, &refused).await;
+                upstream.terminate().await;
+                return;
+            }
+        };
         let accepted = events::connection(&base_event, None);
-        if let Err(error) = shared.audit.record(accepted).await {
+        let recorded = match shared.audit.record(accepted).await {
+            Ok(receipt) => match network_anomaly {
+                Some(anomaly) => shared.audit.record(anomaly).await,
+                None => Ok(receipt),
+            },
+            Err(error) => Err(error),
+        };
+        if let Err(error) = recorded {
             tracing::error!(error = %error, "audit log write failed; connection refused");
             let refused = Refused::new(
                 sqlstate::IO_ERROR,
@@ -680,6 +718,7 @@ impl Connection {
             approvals: shared.approvals.clone(),
             metrics: shared.metrics.clone(),
             cancel: shared.cancels.signal(&cancel),
+            baseline,
             policy: session::SessionPolicyContext {
                 policies: shared.policies.clone(),
                 identity: identity.clone(),

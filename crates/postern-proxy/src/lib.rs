@@ -23,6 +23,7 @@
 //! - `events`: the audit events' fields. `tls`: rustls configuration. `io`: boxed streams.
 
 pub mod approvals;
+pub mod baseline;
 mod cancel;
 mod claims;
 pub mod control;
@@ -91,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) scim: Option<Arc<control::scim::ScimSettings>>,
     /// Postern's own issuer, when token exchange is configured.
     pub(crate) issuer: Option<Arc<issuer::PosternIssuer>>,
+    /// Service identities' baselines: learned, reported when new, enforced where configured.
+    pub(crate) baselines: Arc<baseline::Baselines>,
 }
 
 /// Where Postern reads the time for policy conditions (hour, weekday, token age). The system
@@ -195,6 +198,10 @@ impl Proxy {
                 .as_ref()
                 .map(|admin| format!("http://{}/console/", admin.address))
         });
+        let baselines = Arc::new(baseline::Baselines::new(
+            config.baselines.clone(),
+            store.clone(),
+        ));
         let approvals = Arc::new(approvals::Approvals::new(
             store,
             config.approvals.clone(),
@@ -233,6 +240,7 @@ impl Proxy {
                 metrics: Arc::default(),
                 scim,
                 issuer,
+                baselines,
             }),
             listener,
         })

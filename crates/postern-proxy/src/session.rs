@@ -132,6 +132,8 @@ pub struct SessionContext {
     pub cancel: Arc<crate::cancel::CancelSignal>,
     /// Counts statements by decision, and approval waits.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// A service identity's baseline on this target; `None` for a person.
+    pub baseline: Option<crate::baseline::SessionBaseline>,
 }
 
 /// How long until `deadline`, zero if it has passed.
@@ -413,6 +415,7 @@ where
             notices,
             reason: None,
             bound_params: HashMap::new(),
+            anomalies: Vec::new(),
         };
         let client_to_upstream = frontend.run(&mut client_read, client_buffer, &mut upstream_write);
         let upstream_to_client = backend_loop(
@@ -615,6 +618,9 @@ struct Frontend<'a> {
     /// a statement-scoped grant covers one statement with exactly these values. Hashed only
     /// when a statement is held, never on the way of every Bind.
     bound_params: HashMap<String, bytes::Bytes>,
+    /// `anomaly` events the baseline raised while deciding the current message, recorded with
+    /// its own events.
+    anomalies: Vec<Map<String, Value>>,
 }
 
 /// Most distinct statements one SQL-level prepared statement name is remembered with: a
@@ -740,6 +746,7 @@ impl<'a> Frontend<'a> {
                 break;
             }
             actions.push(self.decide(frame, &mut audit_events));
+            audit_events.append(&mut self.anomalies);
             if matches!(
                 tag,
                 frontend::QUERY | frontend::SYNC | frontend::FUNCTION_CALL
@@ -1357,6 +1364,20 @@ impl<'a> Frontend<'a> {
                         detail,
                     });
                 }
+            }
+        }
+        // Last, and only for what the guard and policy allowed: the baseline narrows, never
+        // widens.
+        if let Some(baseline) = &self.ctx.baseline {
+            let seen = baseline.statement(analysis, self.request.now, &self.ctx.base_event);
+            self.anomalies.extend(seen.anomaly);
+            if let Some(message) = seen.refusal {
+                return Err(Denied {
+                    reason: "baseline",
+                    message,
+                    policies: allowed,
+                    detail: None,
+                });
             }
         }
         Ok(Checked {

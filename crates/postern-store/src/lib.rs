@@ -20,6 +20,9 @@
 //!   ([`Grant::covers_statement`], [`Grant::covers_actions`]); `approval/tally.rs`: deciding a
 //!   request from its votes ([`ApprovalRequest::tally`]); `approval/table.rs`: reading and
 //!   writing them, a vote and the grant it makes in one write transaction.
+//! - `baseline.rs`: what each service identity has been seen running, and from where, on each
+//!   target: learned fingerprints and networks, and the anomalies seen after the observation
+//!   window.
 //! - `scim.rs`: the users an identity provider provisions over SCIM 2.0, and the revocations
 //!   SCIM made (so that reactivation lifts those and no others).
 //! - `error.rs`: [`StoreError`], naming the file and the operation; [`ConflictReason`].
@@ -37,6 +40,7 @@
 //! the list again.
 
 mod approval;
+mod baseline;
 mod error;
 mod logout;
 mod migrate;
@@ -55,6 +59,9 @@ pub use approval::{
     ActionOn, ApprovalRequest, Grant, GrantScope, GrantTerms, MAX_ACTIONS, MAX_CONTEXT_BYTES,
     MAX_GROUPS, MAX_JUSTIFICATION_CHARS, MAX_PREVIEW_BYTES, MAX_REQUIREMENTS, MAX_STATEMENT_BYTES,
     NewApprovalRequest, NewVote, RequestState, Requirement, Tally, Verdict, Vote, VoteOutcome,
+};
+pub use baseline::{
+    Baseline, BaselineEntry, BaselineEntryKind, BaselineKey, BaselineSummary, MAX_SAMPLE_BYTES,
 };
 pub use error::{ConflictReason, StoreError};
 pub use revocation::{

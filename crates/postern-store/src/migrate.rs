@@ -52,6 +52,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "signing keys",
         sql: include_str!("../migrations/0005_signing_keys.sql"),
     },
+    Migration {
+        version: 6,
+        description: "baselines",
+        sql: include_str!("../migrations/0006_baselines.sql"),
+    },
 ];
 
 /// Which migrations have been applied to this file.
