@@ -152,6 +152,7 @@ pub fn demo_config(
         admin: None,
         approvals: postern_config::ApprovalsConfig::default(),
         token_exchange: None,
+        baselines: postern_config::BaselinesConfig::default(),
     })
 }
 
