@@ -12,6 +12,7 @@ mod approval_preview;
 mod approvals;
 mod audit;
 mod backchannel_logout;
+mod baseline;
 mod claims;
 mod cli;
 mod console_browser;
