@@ -665,7 +665,10 @@ impl Connection {
         let accepted = events::connection(&base_event, None);
         let recorded = match shared.audit.record(accepted).await {
             Ok(receipt) => match network_anomaly {
-                Some(anomaly) => shared.audit.record(anomaly).await,
+                Some(anomaly) => {
+                    shared.metrics.anomaly("network");
+                    shared.audit.record(anomaly).await
+                }
                 None => Ok(receipt),
             },
             Err(error) => Err(error),

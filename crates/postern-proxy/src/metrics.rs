@@ -156,6 +156,9 @@ pub struct Metrics {
     /// How held statements' waits ended, and how long they took.
     approval_waits: [Histogram; ApprovalOutcome::ALL.len()],
     upstream_errors: Labelled,
+    /// Service identities' anomalies: a statement or network first seen after the observation
+    /// window.
+    anomalies: Labelled,
 }
 
 impl Metrics {
@@ -195,6 +198,11 @@ impl Metrics {
             started: Instant::now(),
             outcome: ApprovalOutcome::Withdrawn,
         }
+    }
+
+    /// A baseline anomaly: `what` is `statement` or `network`.
+    pub(crate) fn anomaly(&self, what: &'static str) {
+        self.anomalies.add(what);
     }
 
     /// A failure to connect or log in to a target's database.
@@ -304,6 +312,14 @@ impl Metrics {
             "Failures to connect or log in to a target's database, by kind.",
             "kind",
             &self.upstream_errors,
+        );
+        labelled(
+            &mut out,
+            "postern_baseline_anomalies_total",
+            "What service identities were first seen doing after their observation window: a \
+             statement or a network.",
+            "kind",
+            &self.anomalies,
         );
         out
     }
@@ -472,6 +488,12 @@ mod tests {
         assert!(text.contains("postern_statements_total{decision=\"refused\"} 2\n"));
         assert!(text.contains("postern_statements_total{decision=\"held\"} 0\n"));
         assert!(text.contains("postern_upstream_errors_total{kind=\"io\"} 1\n"));
+        metrics.anomaly("statement");
+        assert!(
+            metrics
+                .render(0)
+                .contains("postern_baseline_anomalies_total{kind=\"statement\"} 1\n")
+        );
         assert!(text.contains("# TYPE postern_approval_wait_seconds histogram\n"));
         // Every sample line is `name[{labels}] value` with a number for value.
         for sample in text.lines().filter(|l| !l.starts_with('#')) {

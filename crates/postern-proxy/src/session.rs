@@ -1370,7 +1370,10 @@ impl<'a> Frontend<'a> {
         // widens.
         if let Some(baseline) = &self.ctx.baseline {
             let seen = baseline.statement(analysis, self.request.now, &self.ctx.base_event);
-            self.anomalies.extend(seen.anomaly);
+            if let Some(anomaly) = seen.anomaly {
+                self.ctx.metrics.anomaly("statement");
+                self.anomalies.push(anomaly);
+            }
             if let Some(message) = seen.refusal {
                 return Err(Denied {
                     reason: "baseline",
