@@ -72,7 +72,15 @@ impl Identity {
         claims: Map<String, Value>,
         times: TokenTimes,
     ) -> Result<Self, AuthError> {
-        let workload = Workload::from_claims(config, &claims)?;
+        let workload = match Workload::from_claims(config, &claims)? {
+            // Postern's own exchanged tokens carry the workload of the token they replaced;
+            // no other issuer's claim of that name is believed.
+            None if issuer_name == postern_config::POSTERN_ISSUER_NAME => claims
+                .get(crate::workload::EXCHANGED_WORKLOAD_CLAIM)
+                .map(Workload::from_claim)
+                .transpose()?,
+            found => found,
+        };
         let subject = match workload.as_ref().and_then(Workload::subject) {
             Some(subject) => subject.to_owned(),
             None => subject_of(&claims, &config.subject_claim)?,

@@ -41,5 +41,6 @@ pub use jwks::LocalJwks;
 pub use logout::{BACKCHANNEL_LOGOUT_EVENT, LogoutToken, MAX_LOGOUT_TOKEN_AGE};
 pub use verifier::Verifier;
 pub use workload::{
-    GithubActions, KubernetesServiceAccount, OauthClient, SpiffeId, WORKLOAD_ATTRIBUTES, Workload,
+    EXCHANGED_WORKLOAD_CLAIM, GithubActions, KubernetesServiceAccount, OauthClient, SpiffeId,
+    WORKLOAD_ATTRIBUTES, Workload,
 };

@@ -43,6 +43,11 @@ pub const WORKLOAD_ATTRIBUTES: &[&str] = &[
     "client_id",
 ];
 
+/// The claim a token Postern issues by exchange carries the exchanged token's workload in (see
+/// [`Workload::to_claim`]), so that policies on `principal.workload` hold for the exchanged token
+/// as for the original. Read only from tokens Postern itself signed.
+pub const EXCHANGED_WORKLOAD_CLAIM: &str = "postern_workload";
+
 /// The workload a token names, by its issuer's preset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Workload {
@@ -180,6 +185,60 @@ impl Workload {
             _ => None,
         };
         value.map(String::as_str)
+    }
+
+    /// The workload as one JSON object: `kind` and every attribute it has. What
+    /// [`EXCHANGED_WORKLOAD_CLAIM`] holds.
+    #[must_use]
+    pub fn to_claim(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("kind".into(), Value::from(self.kind()));
+        for &name in WORKLOAD_ATTRIBUTES {
+            if let Some(value) = self.attribute(name) {
+                object.insert(name.into(), Value::from(value));
+            }
+        }
+        Value::Object(object)
+    }
+
+    /// Reads back what [`Workload::to_claim`] wrote: the workload of a token Postern issued by
+    /// exchange. Its attributes were checked when the original token was verified; the same
+    /// required ones are required here, so a claim that lost one is refused rather than read as
+    /// a workload with an empty attribute.
+    ///
+    /// # Errors
+    /// The claim is not an object, names no known kind, or lacks a required attribute.
+    pub fn from_claim(claim: &Value) -> Result<Self, AuthError> {
+        let Some(attributes) = claim.as_object() else {
+            return Err(invalid(EXCHANGED_WORKLOAD_CLAIM, "is not an object"));
+        };
+        let required = |name: &str| required_string(attributes.get(name), name);
+        let optional = |name: &str| optional_string(attributes.get(name), name);
+        let kind = required("kind")?;
+        let preset = IssuerPreset::ALL.into_iter().find(|p| p.as_str() == kind);
+        Ok(match preset {
+            Some(IssuerPreset::GithubActions) => {
+                Self::GithubActions(Box::new(github_actions(attributes)?))
+            }
+            Some(IssuerPreset::Kubernetes) => Self::Kubernetes(KubernetesServiceAccount {
+                namespace: required("namespace")?,
+                service_account: required("service_account")?,
+                pod: optional("pod")?,
+            }),
+            Some(IssuerPreset::Spiffe) => Self::Spiffe(SpiffeId {
+                trust_domain: required("trust_domain")?,
+                path: required("path")?,
+            }),
+            Some(IssuerPreset::OauthClient) => Self::OauthClient(OauthClient {
+                client_id: required("client_id")?,
+            }),
+            None => {
+                return Err(invalid(
+                    EXCHANGED_WORKLOAD_CLAIM,
+                    "names no known workload kind",
+                ));
+            }
+        })
     }
 
     /// The subject the workload itself gives, overriding the issuer's `subject_claim`: an OAuth

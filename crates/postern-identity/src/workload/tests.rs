@@ -397,3 +397,71 @@ fn every_attribute_belongs_to_one_preset() {
     let presets: Vec<&str> = IssuerPreset::ALL.iter().map(|p| p.as_str()).collect();
     assert_eq!(kinds, presets);
 }
+
+/// A token exchanged at Postern carries its workload whole: read back from the claim, every
+/// preset's workload is the one the original token gave.
+#[test]
+fn an_exchanged_tokens_workload_claim_reads_back_as_the_original() {
+    let github = identity(IssuerPreset::GithubActions, github_claims())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .workload
+        .unwrap_or_else(|| panic!("a workload"));
+    let kubernetes = Workload::Kubernetes(KubernetesServiceAccount {
+        namespace: "payments".into(),
+        service_account: "api".into(),
+        pod: None,
+    });
+    let spiffe = Workload::Spiffe(SpiffeId {
+        trust_domain: "example.org".into(),
+        path: "/ns/prod/sa/api".into(),
+    });
+    let client = Workload::OauthClient(OauthClient {
+        client_id: "reporting".into(),
+    });
+    for workload in [github, kubernetes, spiffe, client] {
+        let claim = workload.to_claim();
+        assert_eq!(claim["kind"], workload.kind());
+        let read = Workload::from_claim(&claim).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, workload);
+    }
+}
+
+#[test]
+fn a_workload_claim_missing_a_required_attribute_or_of_no_known_kind_is_refused() {
+    let missing = Workload::from_claim(&json!({"kind": "kubernetes", "namespace": "payments"}));
+    assert!(
+        matches!(&missing, Err(AuthError::MissingClaim(name)) if name == "service_account"),
+        "{missing:?}"
+    );
+    assert!(Workload::from_claim(&json!({"kind": "mainframe"})).is_err());
+    assert!(Workload::from_claim(&json!("github_actions")).is_err());
+}
+
+/// Only Postern's own tokens are believed about an exchanged workload: another issuer's token
+/// with a claim of that name has no workload (its issuer has no preset).
+#[test]
+fn only_postern_tokens_carry_an_exchanged_workload() {
+    let claims = json!({
+        "sub": "someone",
+        EXCHANGED_WORKLOAD_CLAIM: {"kind": "oauth_client", "client_id": "reporting"},
+    });
+    let Value::Object(claims) = claims else {
+        panic!("not an object")
+    };
+    let times = || TokenTimes {
+        expires_at: UNIX_EPOCH + Duration::from_secs(1_900_000_000),
+        issued_at: None,
+    };
+    let plain = IssuerConfig::new(
+        "https://idp.example",
+        "postern",
+        postern_config::JwksSource::Discovery,
+    );
+    let other = Identity::from_verified("idp", &plain, claims.clone(), times())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(other.workload, None);
+    let postern =
+        Identity::from_verified(postern_config::POSTERN_ISSUER_NAME, &plain, claims, times())
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(postern.workload.map(|w| w.kind()), Some("oauth_client"));
+}

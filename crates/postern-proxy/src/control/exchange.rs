@@ -1,7 +1,8 @@
 //! Token exchange (RFC 8693): an accepted external token — a person's or a workload's — for a
 //! short-lived Postern token, optionally down-scoped to one target and role.
 //!
-//! The exchanged token names the same subject and groups, says where it came from (`src_iss`),
+//! The exchanged token names the same subject and groups, carries the same workload (for policies
+//! on `principal.workload`), says where it came from (`src_iss`),
 //! lasts `[token_exchange] lifetime` but never beyond the token it was exchanged for, and is
 //! signed by Postern's own issuer (`issuer.rs`). A scope of `target:NAME` and/or `role:NAME`
 //! is written into the token (`postern_target`, `postern_role`), and the handshake refuses the
@@ -211,6 +212,15 @@ impl Control {
         claims.insert("postern_kind".into(), json!(kind));
         if identity.mfa {
             claims.insert("amr".into(), json!(["mfa"]));
+        }
+        // Policies on `principal.workload` must hold for the exchanged token as they did for
+        // the original: without it, a `forbid … when { principal.workload.kind == … }` would
+        // not match the exchanged token at all.
+        if let Some(workload) = &identity.workload {
+            claims.insert(
+                postern_identity::EXCHANGED_WORKLOAD_CLAIM.into(),
+                workload.to_claim(),
+            );
         }
         if let Some(target) = &target {
             claims.insert(TARGET_CLAIM.into(), json!(target));

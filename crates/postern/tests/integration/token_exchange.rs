@@ -278,3 +278,72 @@ async fn without_configuration_there_is_no_issuer() {
             .contains("not configured")
     );
 }
+
+/// A workload's exchanged token is held to the same workload policies as the token it came from:
+/// the exchange carries `principal.workload` over, so a `forbid` written for GitHub Actions jobs
+/// of other branches still matches.
+#[tokio::test]
+async fn an_exchanged_workload_token_keeps_its_workload_for_policy() {
+    let mut stack = exchange_stack(Arc::new(AtomicU64::new(0))).await;
+    let policy = stack.dir().join("workload.cedar");
+    std::fs::write(
+        &policy,
+        r#"
+@id("ci-only-from-main")
+forbid (principal, action == Action::"connect", resource)
+when { principal.workload.kind == "github_actions" }
+unless { principal.workload.ref == "refs/heads/main" };
+"#,
+    )
+    .unwrap();
+    stack.config.policy.files.push(policy);
+    let table = format!(
+        "preset = \"github_actions\"\nissuer = \"{}\"\naudience = [\"postern\"]\n",
+        stack.idp.issuer()
+    );
+    stack.config.issuers.insert(
+        postern_sandbox::demo::DEV_ISSUER_NAME.to_owned(),
+        toml::from_str(&table).unwrap(),
+    );
+    stack.config.validate().unwrap();
+    stack.start_proxy().await.unwrap();
+
+    let job = |git_ref: &str| {
+        let mut request = stack.request(&format!("repo:acme/app:ref:{git_ref}"));
+        request.groups = vec!["engineers".to_owned()];
+        for (name, value) in [
+            ("repository", "acme/app"),
+            ("ref", git_ref),
+            ("workflow", "migrate"),
+            ("actor", "octocat"),
+        ] {
+            request.extra_claims.insert(name.to_owned(), json!(value));
+        }
+        stack.mint(&request).unwrap()
+    };
+    let main = job("refs/heads/main");
+    let feature = job("refs/heads/feature");
+    stack.connect("writer", &main).await.unwrap();
+    let direct = stack.connect("writer", &feature).await.unwrap_err();
+    common::assert_db_error(&direct, "28000", "ci-only-from-main");
+
+    for (token, allowed) in [(main, true), (feature, false)] {
+        let (status, body) = exchange(&stack, &token, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let exchanged = body["access_token"].as_str().unwrap();
+        let claims = decode(exchanged).1;
+        assert_eq!(claims["postern_workload"]["kind"], "github_actions");
+        let connected = stack.connect("writer", exchanged).await;
+        if allowed {
+            let client = connected.unwrap();
+            let row = client
+                .query_one("SELECT postern.subject()", &[])
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, String>(0), "repo:acme/app:ref:refs/heads/main");
+        } else {
+            let error = connected.unwrap_err();
+            common::assert_db_error(&error, "28000", "ci-only-from-main");
+        }
+    }
+}
