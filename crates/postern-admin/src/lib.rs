@@ -18,12 +18,14 @@
 //! | DELETE | `/v1/revocations/{id}` | lift one |
 //! | GET | `/v1/audit?kind=&subject=&…` | search the audit log, with `view_audit` (`audit_search.rs`) |
 //!
-//! The approval routes are in `approvals.rs`; the SCIM 2.0 provisioning routes under
+//! The approval routes are in `approvals.rs`; service identities' baselines (`/v1/baselines`,
+//! `/v1/baseline…`) in `baselines.rs`; the SCIM 2.0 provisioning routes under
 //! `/scim/v2`, authenticated by the provider's own bearer token, in `scim.rs`. `ROUTES` is the
 //! one list of routes.
 
 mod approvals;
 mod audit_search;
+mod baselines;
 mod exchange;
 mod logout;
 mod metrics;
@@ -112,6 +114,10 @@ const ROUTES: &[Route] = &[
     Route { method: Verb::Get, path: "/v1/events", handler: |m| on(m, approvals::events) },
     Route { method: Verb::Get, path: "/v1/webhooks/deliveries", handler: |m| on(m, approvals::deliveries) },
     Route { method: Verb::Get, path: "/v1/audit", handler: |m| on(m, audit_search::search) },
+    Route { method: Verb::Get, path: "/v1/baselines", handler: |m| on(m, baselines::list) },
+    Route { method: Verb::Get, path: "/v1/baseline", handler: |m| on(m, baselines::get) },
+    Route { method: Verb::Post, path: "/v1/baseline/accept", handler: |m| on(m, baselines::accept) },
+    Route { method: Verb::Post, path: "/v1/baseline/reset", handler: |m| on(m, baselines::reset) },
     Route { method: Verb::Post, path: "/v1/oidc/backchannel-logout", handler: |m| on(m, logout::backchannel_logout) },
     Route { method: Verb::Get, path: "/scim/v2/ServiceProviderConfig", handler: |m| on(m, scim::service_provider_config) },
     Route { method: Verb::Get, path: "/scim/v2/ResourceTypes", handler: |m| on(m, scim::resource_types) },

@@ -1,11 +1,13 @@
 //! [`Control`]: what the control plane (the admin API, the CLI through it) may do to a running
 //! Postern — see and end live sessions, revoke access, decide approval requests
-//! (`control/approvals.rs`), take the identity provider's SCIM provisioning (`control/scim.rs`) —
+//! (`control/approvals.rs`), take the identity provider's SCIM provisioning (`control/scim.rs`),
+//! read, accept into and reset service identities' baselines (`control/baselines.rs`) —
 //! with the caller's identity verified by the same rules
 //! as clients' and every request decided by the same Cedar policy set, and every change audited.
 
 mod approvals;
 mod audit_search;
+mod baselines;
 pub mod exchange;
 pub mod scim;
 

@@ -211,7 +211,7 @@ fn needs(request: &Value) -> String {
     parts.join(" + ")
 }
 
-fn one_line(text: &str, max: usize) -> String {
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &flat[..end]),
@@ -220,7 +220,7 @@ fn one_line(text: &str, max: usize) -> String {
 }
 
 /// Unix seconds as an RFC 3339 time.
-fn time(value: &Value) -> String {
+pub(crate) fn time(value: &Value) -> String {
     value
         .as_u64()
         .map(|secs| {

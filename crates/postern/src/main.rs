@@ -1,5 +1,6 @@
 //! The `postern` command: serve, try it out (`quickstart`), mint development tokens, log in and
-//! run psql with the token, prepare a target database, verify the audit log.
+//! run psql with the token, prepare a target database, verify the audit log, and the operators'
+//! commands on the admin API (sessions, revocations, approvals, service identities' baselines).
 
 // A command-line program: printing to stdout is its job.
 #![allow(clippy::print_stdout)]
@@ -7,6 +8,7 @@
 mod admin;
 mod approvals_cmd;
 mod audit_cmd;
+mod baselines_cmd;
 mod login;
 mod policy_cmd;
 mod psql_cmd;
@@ -161,6 +163,17 @@ enum Command {
         #[command(flatten)]
         client: sessions_cmd::AdminClient,
     },
+    /// List service identities' baselines: per target, the statements and networks each was
+    /// seen with, and its anomalies.
+    Baselines {
+        #[command(flatten)]
+        client: sessions_cmd::AdminClient,
+    },
+    /// Show, accept an anomaly into, or reset one service identity's baseline.
+    Baseline {
+        #[command(subcommand)]
+        command: baselines_cmd::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -229,6 +242,8 @@ fn main() -> ExitCode {
             } => approvals_cmd::deny(&client, &id, &comment).await,
             Command::Grants { all, client } => approvals_cmd::grants(&client, all).await,
             Command::RevokeGrant { id, client } => approvals_cmd::revoke_grant(&client, &id).await,
+            Command::Baselines { client } => baselines_cmd::list(&client).await,
+            Command::Baseline { command } => baselines_cmd::run(command).await,
         }
     });
     match result {

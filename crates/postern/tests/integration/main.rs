@@ -13,6 +13,7 @@ mod approvals;
 mod audit;
 mod backchannel_logout;
 mod baseline;
+mod baseline_admin;
 mod claims;
 mod cli;
 mod console_browser;
