@@ -7,8 +7,11 @@
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::{SerializeMap as _, SerializeSeq as _};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use crate::Event;
 
 use crate::verify::Problem;
 
@@ -46,33 +49,88 @@ pub(crate) struct ChainFields {
     pub(crate) prev: String,
 }
 
-/// The serialised shape of a line: chain fields first, so a reader sees them at a glance.
-#[derive(Serialize)]
+/// The serialised shape of a line: chain fields first, so a reader sees them at a glance, then
+/// the event's base and its own fields, secrets masked on the way out (nothing is copied to
+/// redact it).
 struct Line<'a> {
     seq: u64,
     time: &'a str,
     prev: &'a str,
-    #[serde(flatten)]
-    fields: &'a Map<String, Value>,
+    event: &'a Event,
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut line = serializer.serialize_map(None)?;
+        line.serialize_entry("seq", &self.seq)?;
+        line.serialize_entry("time", self.time)?;
+        line.serialize_entry("prev", self.prev)?;
+        let fields = &self.event.fields;
+        let base = self.event.base.iter().flat_map(|base| base.iter());
+        let base = base.filter(|(key, _)| !fields.contains_key(key.as_str()));
+        for (key, value) in base.chain(fields.iter()) {
+            if RESERVED_FIELDS.contains(&key.as_str()) {
+                continue;
+            }
+            line.serialize_entry(key, &Redacted::under(key, value))?;
+        }
+        line.end()
+    }
+}
+
+/// A value as the log shows it: masked whole under a secret-looking key, and with the same done
+/// to every object inside it.
+enum Redacted<'a> {
+    Masked,
+    Shown(&'a Value),
+}
+
+impl<'a> Redacted<'a> {
+    fn under(key: &str, value: &'a Value) -> Self {
+        if is_secret_key(key) {
+            Self::Masked
+        } else {
+            Self::Shown(value)
+        }
+    }
+}
+
+impl Serialize for Redacted<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Masked => serializer.serialize_str(REDACTED),
+            Self::Shown(Value::Object(object)) => {
+                let mut map = serializer.serialize_map(Some(object.len()))?;
+                for (key, value) in object {
+                    map.serialize_entry(key, &Redacted::under(key, value))?;
+                }
+                map.end()
+            }
+            Self::Shown(Value::Array(items)) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Redacted::Shown(item))?;
+                }
+                seq.end()
+            }
+            Self::Shown(other) => other.serialize(serializer),
+        }
+    }
 }
 
 /// Encodes one event as a complete line (with its trailing newline), after dropping reserved
 /// fields and redacting secrets.
 pub(crate) fn encode(
-    mut event: Map<String, Value>,
+    event: &Event,
     seq: u64,
     time: &str,
     prev: &str,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    for name in RESERVED_FIELDS {
-        event.remove(name);
-    }
-    redact_map(&mut event);
     let mut line = serde_json::to_vec(&Line {
         seq,
         time,
         prev,
-        fields: &event,
+        event,
     })?;
     line.push(b'\n');
     Ok(line)
@@ -121,52 +179,55 @@ fn is_hex_sha256(s: &str) -> bool {
 /// Whether a field name says its value is a credential. Deliberately broad: a false positive
 /// costs a redacted field, a false negative leaks a secret into a file kept for years.
 fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "passwd", "secret", "credential", "private_key"]
-        .iter()
-        .any(|word| key.contains(word))
-        || key == "token"
-        || key.ends_with("_token")
-        || key.ends_with("-token")
-        || key == "authorization"
-        || key == "jwt"
-}
-
-fn redact_map(map: &mut Map<String, Value>) {
-    for (key, value) in map.iter_mut() {
-        if is_secret_key(key) {
-            *value = Value::String(REDACTED.to_owned());
-        } else {
-            redact_value(value);
-        }
-    }
-}
-
-fn redact_value(value: &mut Value) {
-    match value {
-        Value::Object(map) => redact_map(map),
-        Value::Array(items) => items.iter_mut().for_each(redact_value),
-        _ => {}
-    }
+    // Every field of every event passes here: compared in place, without a lowercased copy.
+    let key = key.as_bytes();
+    let contains = |word: &[u8]| {
+        key.windows(word.len())
+            .any(|window| window.eq_ignore_ascii_case(word))
+    };
+    let ends_with = |word: &[u8]| {
+        key.len() >= word.len() && key[key.len() - word.len()..].eq_ignore_ascii_case(word)
+    };
+    [
+        b"password".as_slice(),
+        b"passwd",
+        b"secret",
+        b"credential",
+        b"private_key",
+    ]
+    .into_iter()
+    .any(contains)
+        || key.eq_ignore_ascii_case(b"token")
+        || ends_with(b"_token")
+        || ends_with(b"-token")
+        || key.eq_ignore_ascii_case(b"authorization")
+        || key.eq_ignore_ascii_case(b"jwt")
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
+    use serde_json::Map;
+
     use super::*;
 
-    fn map(value: Value) -> Map<String, Value> {
+    fn object(value: Value) -> Map<String, Value> {
         match value {
             Value::Object(map) => map,
             _ => unreachable!("test input is an object"),
         }
     }
 
+    /// A test event without a base.
+    fn map(value: Value) -> Event {
+        Event::from(object(value))
+    }
+
     #[test]
     fn encodes_chain_fields_first_and_ends_with_newline() {
         let line = encode(
-            map(json!({"kind": "statement", "sql": "select 1"})),
+            &map(json!({"kind": "statement", "sql": "select 1"})),
             7,
             "2025-01-02T03:04:05.000006Z",
             GENESIS_PREV,
@@ -183,7 +244,7 @@ mod tests {
     #[test]
     fn caller_cannot_forge_chain_fields() {
         let line = encode(
-            map(json!({"seq": 99, "prev": "x", "time": "then", "kind": "k"})),
+            &map(json!({"seq": 99, "prev": "x", "time": "then", "kind": "k"})),
             1,
             "now",
             GENESIS_PREV,
@@ -198,7 +259,7 @@ mod tests {
     #[test]
     fn redacts_secrets_at_any_depth() {
         let line = encode(
-            map(json!({
+            &map(json!({
                 "password": "hunter2",
                 "identity": {"subject": "alice", "access_token": "eyJ", "Client_Secret": "s"},
                 "startup": [{"Authorization": "Bearer x"}, {"token": "t"}],
@@ -217,6 +278,73 @@ mod tests {
         assert!(text.contains("alice"));
         assert!(text.contains("2030-01-01"), "a timestamp is not a token");
         assert!(text.contains("select 1"));
+    }
+
+    /// A session's base is written with every event, under the event's own fields, and
+    /// a secret in it is masked like any other.
+    #[test]
+    fn the_base_comes_first_and_the_events_own_fields_win() {
+        let base = std::sync::Arc::new(object(json!({
+            "session": "s1",
+            "kind": "base kind",
+            "client_secret": "hunter2",
+            "seq": 5,
+        })));
+        let event = Event::with_base(
+            base,
+            object(json!({"kind": "statement", "sql": "select 1"})),
+        );
+        assert_eq!(event.get("session"), Some(&json!("s1")));
+        assert_eq!(event.get("kind"), Some(&json!("statement")));
+        let line = encode(&event, 1, "now", GENESIS_PREV).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.starts_with(r#"{"seq":1,"time":"now","prev":"#),
+            "{text}"
+        );
+        assert_eq!(text.matches("\"kind\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"seq\"").count(), 1, "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["session"], "s1");
+        assert_eq!(value["kind"], "statement");
+        assert_eq!(value["client_secret"], REDACTED);
+        assert_eq!(value["seq"], 1);
+        let merged = event.into_map();
+        assert_eq!(merged["kind"], "statement");
+        assert_eq!(
+            merged["client_secret"], "hunter2",
+            "into_map is the caller's data, unredacted"
+        );
+    }
+
+    #[test]
+    fn secret_keys_are_told_apart_in_any_case() {
+        for key in [
+            "PASSWORD",
+            "db_Passwd",
+            "clientSecret",
+            "Credentials",
+            "PRIVATE_KEY_PEM",
+            "Token",
+            "refresh_TOKEN",
+            "x-token",
+            "AUTHORIZATION",
+            "JWT",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in [
+            "tokens",
+            "token_id",
+            "jwt_claims",
+            "subject",
+            "sql",
+            "authorized",
+            "",
+        ] {
+            assert!(!is_secret_key(key), "{key}");
+        }
     }
 
     #[test]

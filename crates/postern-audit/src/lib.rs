@@ -25,6 +25,7 @@
 //! # Layout
 //! - [`AuditLog`] (in `log`): the handle sessions share and the single writer thread that owns the
 //!   file, batching whatever is queued into one write.
+//! - [`Event`] (in `event`): an event's own fields over a base shared by a session's events.
 //! - `chain`: the line format: encoding, hashing, parsing one line.
 //! - [`verify()`] (in `verify`): checks a whole file.
 //! - [`AuditError`] (in `error`): what `record` and `open` report, with a client-safe message.
@@ -35,11 +36,13 @@
 
 mod chain;
 mod error;
+mod event;
 mod log;
 mod verify;
 
 pub use chain::GENESIS_PREV;
 pub use error::AuditError;
+pub use event::Event;
 pub use log::{AuditLog, AuditOptions, Durability, EventReceipt};
 pub use verify::{Problem, VerifyError, VerifyReport, verify};
 

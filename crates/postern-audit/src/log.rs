@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::Event;
 use crate::chain::{self, ChainHead};
 use crate::error::AuditError;
 use crate::now_rfc3339;
@@ -104,7 +104,7 @@ struct Inner {
 
 /// One event waiting for the writer.
 struct Pending {
-    event: Map<String, Value>,
+    event: Event,
     ack: oneshot::Sender<Result<EventReceipt, AuditError>>,
 }
 
@@ -160,8 +160,9 @@ impl AuditLog {
     ///
     /// # Errors
     /// Any [`AuditError`]; the statement must then be refused.
-    pub async fn record(&self, event: Map<String, Value>) -> Result<EventReceipt, AuditError> {
+    pub async fn record(&self, event: impl Into<Event>) -> Result<EventReceipt, AuditError> {
         let (ack, receipt) = oneshot::channel();
+        let event = event.into();
         self.inner
             .queue
             .send(Pending { event, ack })
@@ -177,8 +178,9 @@ impl AuditLog {
     ///
     /// # Errors
     /// [`AuditError::WriterStopped`] if the writer is gone.
-    pub async fn record_detached(&self, event: Map<String, Value>) -> Result<(), AuditError> {
+    pub async fn record_detached(&self, event: impl Into<Event>) -> Result<(), AuditError> {
         let (ack, _receipt) = oneshot::channel();
+        let event = event.into();
         self.inner
             .queue
             .send(Pending { event, ack })
@@ -334,7 +336,7 @@ impl Writer {
         let mut head = self.head.clone();
         for Pending { event, ack } in batch {
             let time = now_rfc3339();
-            match chain::encode(event, head.seq + 1, &time, &head.hash) {
+            match chain::encode(&event, head.seq + 1, &time, &head.hash) {
                 Ok(line) => {
                     head = ChainHead {
                         seq: head.seq + 1,

@@ -2,8 +2,10 @@
 //! for every kind of event.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use postern_audit::Event;
 use postern_identity::{Identity, IdentityKind};
 use serde_json::{Map, Value, json};
 
@@ -102,16 +104,17 @@ impl StatementRecord {
     }
 }
 
-/// A statement about to be forwarded, or refused.
+/// A statement about to be forwarded, or refused: the session's base shared, not copied (two
+/// events per statement).
 pub fn statement(
-    base: &Map<String, Value>,
+    base: &Arc<Map<String, Value>>,
     id: u64,
     protocol: &str,
     record: &StatementRecord,
     refused: Option<(&str, &str)>,
     policies: &[String],
-) -> Map<String, Value> {
-    let mut event = base.clone();
+) -> Event {
+    let mut event = Map::new();
     event.insert("kind".into(), json!("statement"));
     event.insert("statement_id".into(), json!(id));
     event.insert("protocol".into(), json!(protocol));
@@ -141,7 +144,7 @@ pub fn statement(
     if !policies.is_empty() {
         event.insert("policies".into(), json!(policies));
     }
-    event
+    Event::with_base(Arc::clone(base), event)
 }
 
 /// How a forwarded statement ended.
@@ -155,12 +158,12 @@ pub struct Outcome {
 }
 
 pub fn statement_end(
-    base: &Map<String, Value>,
+    base: &Arc<Map<String, Value>>,
     id: u64,
     outcome: &Outcome,
     duration: Duration,
-) -> Map<String, Value> {
-    let mut event = base.clone();
+) -> Event {
+    let mut event = Map::new();
     event.insert("kind".into(), json!("statement_end"));
     event.insert("statement_id".into(), json!(id));
     let result = if outcome.skipped {
@@ -181,7 +184,7 @@ pub fn statement_end(
         event.insert("sqlstate".into(), json!(code));
     }
     event.insert("duration_ms".into(), json!(duration.as_secs_f64() * 1000.0));
-    event
+    Event::with_base(Arc::clone(base), event)
 }
 
 pub fn session_end(

@@ -712,7 +712,7 @@ impl Connection {
             classifier: shared.classifier.clone(),
             audit: shared.audit.clone(),
             mode: target.config.mode,
-            base_event,
+            base_event: Arc::new(base_event),
             upstream_cancel: (target.endpoint.clone(), upstream.key),
             target: target.clone(),
             live: registered.session.clone(),

@@ -108,7 +108,7 @@ pub struct SessionContext {
     /// How the upstream session took on its role: the escape guard refuses more in `set_role`.
     pub mode: postern_config::UpstreamMode,
     /// The fields every event of this session carries.
-    pub base_event: Map<String, Value>,
+    pub base_event: Arc<Map<String, Value>>,
     /// Who the session is and the policy set to decide its statements with.
     pub policy: SessionPolicyContext,
     /// Where to cancel the upstream backend's running statement when Postern ends the session.
@@ -746,7 +746,7 @@ impl<'a> Frontend<'a> {
                 break;
             }
             actions.push(self.decide(frame, &mut audit_events));
-            audit_events.append(&mut self.anomalies);
+            audit_events.extend(self.anomalies.drain(..).map(postern_audit::Event::from));
             if matches!(
                 tag,
                 frontend::QUERY | frontend::SYNC | frontend::FUNCTION_CALL
@@ -892,7 +892,7 @@ impl<'a> Frontend<'a> {
         }
     }
 
-    fn decide(&mut self, frame: Frame, audit_events: &mut Vec<Map<String, Value>>) -> Action {
+    fn decide(&mut self, frame: Frame, audit_events: &mut Vec<postern_audit::Event>) -> Action {
         match frame.tag() {
             frontend::QUERY => {
                 // `run` has already ended the session on a Query it cannot read.
@@ -1202,7 +1202,7 @@ impl<'a> Frontend<'a> {
         &mut self,
         reason: String,
         frame: Frame,
-        audit_events: &mut Vec<Map<String, Value>>,
+        audit_events: &mut Vec<postern_audit::Event>,
     ) -> Action {
         let mut bytes = BytesMut::new();
         frontend::encode_query(hold::NOTED_REASON_SQL, &mut bytes);
@@ -1226,7 +1226,7 @@ impl<'a> Frontend<'a> {
         record: &StatementRecord,
         policies: &[String],
         simple: bool,
-        audit_events: &mut Vec<Map<String, Value>>,
+        audit_events: &mut Vec<postern_audit::Event>,
     ) -> Action {
         self.ctx.live.statement_started(&record.analysis);
         self.ctx.metrics.statement(StatementDecision::Allowed);
