@@ -77,6 +77,7 @@ def summarise(order, runs, failed):
                 "mean_ms": median(number(r["mean_ms"]) for r in rows),
                 "p99_ms": median(number(r["p99_ms"]) for r in rows),
                 "conn_ms": median(number(r["conn_ms"]) for r in rows),
+                "cpu_us": median(number(r.get("proxy_cpu_us", "")) for r in rows),
                 "runs": len(rows),
                 "failed": failed[(key, target)],
             }
@@ -159,13 +160,18 @@ def markdown(meta, summary, idle):
         "set-up; for the churn row (`-C`), TPS includes it and *connect* gives pgbench's average "
         "connection time."
     )
+    add(
+        "- *CPU µs / tx* is the proxy process's own CPU time (all threads, from `/proc`) over the "
+        "run divided by the transactions pgbench completed: what the proxy's work costs per "
+        "transaction, which moves far less than TPS when other work shares the machine."
+    )
     add("")
     add(
         "| workload | protocol | clients | direct TPS | pgbouncer TPS | postern TPS "
         "| direct mean / p99 ms | pgbouncer mean / p99 ms | postern mean / p99 ms "
-        "| postern / direct | postern / pgbouncer |"
+        "| postern / direct | postern / pgbouncer | CPU µs / tx: pgbouncer, postern |"
     )
-    add("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    add("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for entry in summary:
         name, protocol = WORKLOADS.get(entry["workload"], (entry["workload"], ""))
 
@@ -182,7 +188,8 @@ def markdown(meta, summary, idle):
             f"| {name} | {protocol} | {entry['clients']} "
             + "".join(f"| {fmt(entry[t]['tps'])} " for t in TARGETS)
             + "".join(f"| {lat(t)} " for t in TARGETS)
-            + f"| {fmt(entry['vs_direct'], 2)} | {fmt(entry['vs_pgbouncer'], 2)} |"
+            + f"| {fmt(entry['vs_direct'], 2)} | {fmt(entry['vs_pgbouncer'], 2)} "
+            + f"| {fmt(entry['pgbouncer']['cpu_us'], 1)}, {fmt(entry['postern']['cpu_us'], 1)} |"
         )
     one_client = [
         e for e in summary if e["clients"] == 1 and e["workload"].startswith("select-")
@@ -247,7 +254,7 @@ def write_csv(path, summary):
     fields = ["workload", "protocol", "clients"]
     for t in TARGETS:
         fields += [f"{t}_tps", f"{t}_tps_min", f"{t}_tps_max", f"{t}_mean_ms", f"{t}_p99_ms",
-                   f"{t}_conn_ms", f"{t}_runs"]
+                   f"{t}_conn_ms", f"{t}_cpu_us_per_tx", f"{t}_runs"]
     fields += ["postern_vs_direct", "postern_vs_pgbouncer"]
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
@@ -257,7 +264,7 @@ def write_csv(path, summary):
             for t in TARGETS:
                 v = e[t]
                 row += [v["tps"], v["tps_min"], v["tps_max"], v["mean_ms"], v["p99_ms"],
-                        v["conn_ms"], v["runs"]]
+                        v["conn_ms"], v["cpu_us"], v["runs"]]
             row += [e["vs_direct"], e["vs_pgbouncer"]]
             out.writerow(["" if x is None else (round(x, 4) if isinstance(x, float) else x)
                           for x in row])
