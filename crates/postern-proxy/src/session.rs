@@ -1665,7 +1665,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let decoder = FrameDecoder::new(Side::Backend, limits::MAX_BACKEND_MESSAGE_LENGTH);
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    // Grows to what the session's replies need and keeps that; an idle session holds none.
+    let mut out = BytesMut::new();
     let mut finished = Vec::new();
     let mut drained = false;
     loop {
