@@ -25,25 +25,6 @@ use serde_json::json;
 
 use crate::{ApiError, caller};
 
-/// Whose baseline, on which target.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Key {
-    issuer: String,
-    subject: String,
-    target: String,
-}
-
-impl From<Key> for BaselineKey {
-    fn from(key: Key) -> Self {
-        Self {
-            issuer: key.issuer,
-            subject: key.subject,
-            target: key.target,
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Accept {
@@ -81,11 +62,11 @@ pub(crate) async fn get(
     State(control): State<Control>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    key: Result<Query<Key>, QueryRejection>,
+    key: Result<Query<BaselineKey>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&control, &headers, peer).await?;
     let Query(key) = key.map_err(|e| bad_query(&e))?;
-    let baseline = control.baseline(&caller, &key.into()).await?;
+    let baseline = control.baseline(&caller, &key).await?;
     Ok(Json(baseline).into_response())
 }
 
@@ -112,10 +93,10 @@ pub(crate) async fn reset(
     State(control): State<Control>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    key: Result<Json<Key>, JsonRejection>,
+    key: Result<Json<BaselineKey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&control, &headers, peer).await?;
     let Json(key) = key.map_err(|e| bad_body(&e))?;
-    let baseline = control.reset_baseline(&caller, &key.into()).await?;
+    let baseline = control.reset_baseline(&caller, &key).await?;
     Ok(Json(baseline).into_response())
 }

@@ -36,20 +36,6 @@ impl Event {
             .get(key)
             .or_else(|| self.base.as_ref().and_then(|base| base.get(key)))
     }
-
-    /// Every field as the log will show it (redaction aside): the base's, with the event's own
-    /// in place of any of the same name.
-    #[must_use]
-    pub fn into_map(self) -> Map<String, Value> {
-        let Some(base) = self.base else {
-            return self.fields;
-        };
-        let mut merged = Arc::unwrap_or_clone(base);
-        for (key, value) in self.fields {
-            merged.insert(key, value);
-        }
-        merged
-    }
 }
 
 impl From<Map<String, Value>> for Event {

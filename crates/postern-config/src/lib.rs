@@ -156,6 +156,27 @@ impl Config {
             &self.targets,
             &mut problems,
         );
+        // Tokens of the issuer so named are believed about what they carry over from exchange
+        // (`postern_kind`, `postern_workload`): no other issuer may take the name, even while
+        // token exchange is off.
+        if self.issuers.contains_key(POSTERN_ISSUER_NAME) {
+            problems.push(Problem::new(
+                format!("issuers.{POSTERN_ISSUER_NAME}"),
+                format!(
+                    "the name \"{POSTERN_ISSUER_NAME}\" is Postern's own issuer's (token \
+                     exchange); give this issuer another"
+                ),
+            ));
+        }
+        if certificate_issuer == Some(POSTERN_ISSUER_NAME) {
+            problems.push(Problem::new(
+                "listen.tls.client_identity.issuer_name",
+                format!(
+                    "the name \"{POSTERN_ISSUER_NAME}\" is Postern's own issuer's (token \
+                     exchange); choose another"
+                ),
+            ));
+        }
         for (name, issuer) in &self.issuers {
             issuer.validate(&format!("issuers.{name}"), &mut problems);
         }

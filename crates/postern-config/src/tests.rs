@@ -178,3 +178,16 @@ fn ephemeral_targets_on_one_server_need_their_own_prefixes() {
     .unwrap();
     config.validate().unwrap();
 }
+
+/// Tokens of the issuer named `postern` are believed about what exchange carried over (the
+/// identity's kind and workload), so no configured issuer may take that name, token exchange on
+/// or off.
+#[test]
+fn no_issuer_may_take_postern_s_own_name() {
+    let text = EXAMPLE.replace("[issuers.dev]", "[issuers.postern]");
+    let config = Config::from_toml(&text, "example").unwrap();
+    assert!(config.token_exchange.is_none());
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("issuers.postern"), "{error}");
+    assert!(error.contains("Postern's own issuer"), "{error}");
+}

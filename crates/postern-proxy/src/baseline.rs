@@ -14,6 +14,7 @@
 //! background; a session start reads the store again and merges, so what another Postern sharing
 //! the store learned or an operator accepted reaches this one at the identity's next connection.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,8 +37,10 @@ pub struct Baselines {
 #[derive(Debug)]
 struct Watched {
     started_at: i64,
-    /// Every fingerprint and network seen, and whether it is learned (`false`: an anomaly).
-    entries: HashMap<(BaselineEntryKind, String), bool>,
+    /// Every fingerprint seen, and whether it is learned (`false`: an anomaly).
+    fingerprints: HashMap<String, bool>,
+    /// The same for networks.
+    networks: HashMap<String, bool>,
 }
 
 /// What one sighting of a fingerprint or network was.
@@ -55,7 +58,8 @@ impl Watched {
     fn from_stored(stored: Baseline) -> Self {
         let mut watched = Self {
             started_at: stored.started_at,
-            entries: HashMap::new(),
+            fingerprints: HashMap::new(),
+            networks: HashMap::new(),
         };
         watched.merge(stored);
         watched
@@ -67,27 +71,41 @@ impl Watched {
     /// may still be on its way.
     fn merge(&mut self, stored: Baseline) {
         if stored.started_at > self.started_at {
-            self.started_at = stored.started_at;
-            self.entries.clear();
+            self.reset(stored.started_at);
         }
         for entry in stored.entries {
-            let learned = self.entries.entry((entry.kind, entry.value)).or_default();
+            let learned = self.of(entry.kind).entry(entry.value).or_default();
             *learned |= entry.learned;
+        }
+    }
+
+    /// Forgets every entry; observation starts again at `started_at`.
+    fn reset(&mut self, started_at: i64) {
+        self.started_at = started_at;
+        self.fingerprints.clear();
+        self.networks.clear();
+    }
+
+    fn of(&mut self, kind: BaselineEntryKind) -> &mut HashMap<String, bool> {
+        match kind {
+            BaselineEntryKind::Fingerprint => &mut self.fingerprints,
+            BaselineEntryKind::Network => &mut self.networks,
         }
     }
 
     /// Sees `value` at `now` (unix seconds) with an observation window of `window` seconds.
     fn sight(&mut self, kind: BaselineEntryKind, value: &str, now: i64, window: i64) -> Sighting {
-        if let Some(&learned) = self.entries.get(&(kind, value.to_owned())) {
+        let in_window = now < self.started_at.saturating_add(window);
+        let entries = self.of(kind);
+        if let Some(&learned) = entries.get(value) {
             return if learned {
                 Sighting::Known
             } else {
                 Sighting::Anomaly { first: false }
             };
         }
-        let learned = now < self.started_at.saturating_add(window);
-        self.entries.insert((kind, value.to_owned()), learned);
-        if learned {
+        entries.insert(value.to_owned(), in_window);
+        if in_window {
             Sighting::Learned
         } else {
             Sighting::Anomaly { first: true }
@@ -188,8 +206,8 @@ impl Baselines {
             watched
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entries
-                .insert((kind, value.to_owned()), true);
+                .of(kind)
+                .insert(value.to_owned(), true);
         }
         Ok(accepted)
     }
@@ -200,9 +218,10 @@ impl Baselines {
         let now = postern_store::unix_seconds(now);
         let reset = self.store.reset_baseline(key, now).await?;
         if let Some(watched) = self.known(key) {
-            let mut watched = watched.lock().unwrap_or_else(PoisonError::into_inner);
-            watched.started_at = now;
-            watched.entries.clear();
+            watched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .reset(now);
         }
         Ok(reset)
     }
@@ -338,15 +357,18 @@ impl SessionBaseline {
 
 /// The statement's fingerprint: pg_query's, or for a text that does not parse (allowed only by a
 /// `raw` grant) `sha256:` and the hash of the exact text. `None` for an empty query.
-fn fingerprint_of(analysis: &Analysis) -> Option<String> {
+fn fingerprint_of(analysis: &Analysis) -> Option<Cow<'_, str>> {
     if let Some(fingerprint) = &analysis.fingerprint {
-        return Some(fingerprint.clone());
+        return Some(Cow::Borrowed(fingerprint));
     }
     if analysis.parse_error.is_none() && analysis.statements.is_empty() {
         return None;
     }
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, analysis.text.as_bytes());
-    Some(format!("sha256:{}", hex::encode(digest.as_ref())))
+    Some(Cow::Owned(format!(
+        "sha256:{}",
+        hex::encode(digest.as_ref())
+    )))
 }
 
 /// `address` masked to its network, as CIDR.

@@ -3,7 +3,7 @@
 //! baseline does not hold, is the proxy's business; this keeps what was seen, so that it survives
 //! restarts and every Postern sharing the store learns from and enforces one baseline.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
 use crate::revocation::MAX_NAME_BYTES;
@@ -15,8 +15,10 @@ pub const MAX_SAMPLE_BYTES: usize = 2048;
 /// The longest fingerprint or network an entry may name.
 const MAX_VALUE_BYTES: usize = 128;
 
-/// Whose baseline, on which target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Whose baseline, on which target. As JSON (the admin API's bodies and query strings):
+/// `{"issuer", "subject", "target"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BaselineKey {
     /// The token's `iss` (for a client certificate, its SPIFFE trust domain as an issuer).
     pub issuer: String,
@@ -27,7 +29,12 @@ pub struct BaselineKey {
 }
 
 impl BaselineKey {
-    fn validate(&self) -> Result<(), StoreError> {
+    /// Checks what the store would refuse: an empty or oversized name.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), StoreError> {
         for (field, value) in [
             ("issuer", &self.issuer),
             ("subject", &self.subject),

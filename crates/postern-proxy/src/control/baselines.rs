@@ -48,7 +48,7 @@ impl Control {
         caller: &Caller,
         key: &BaselineKey,
     ) -> Result<Baseline, ControlError> {
-        validate_key(key)?;
+        key.validate()?;
         self.authorize(caller, Action::ViewAudit, &key.target)?;
         self.stored_baseline(key).await
     }
@@ -63,7 +63,7 @@ impl Control {
         kind: &str,
         value: &str,
     ) -> Result<Baseline, ControlError> {
-        validate_key(key)?;
+        key.validate()?;
         let kind = BaselineEntryKind::parse(kind).ok_or_else(|| {
             ControlError::Invalid(format!(
                 "kind: {kind:?} is not an entry kind; write \"fingerprint\" or \"network\""
@@ -131,7 +131,7 @@ impl Control {
         caller: &Caller,
         key: &BaselineKey,
     ) -> Result<Baseline, ControlError> {
-        validate_key(key)?;
+        key.validate()?;
         self.authorize(caller, Action::Approve, &key.target)?;
         let before = self.stored_baseline(key).await?;
         self.audit(
@@ -168,12 +168,6 @@ fn no_baseline(key: &BaselineKey) -> ControlError {
         "no baseline of {} from {} on target {:?}",
         key.subject, key.issuer, key.target
     ))
-}
-
-fn validate_key(key: &BaselineKey) -> Result<(), ControlError> {
-    check_name("issuer", &key.issuer)?;
-    check_name("subject", &key.subject)?;
-    check_name("target", &key.target)
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), ControlError> {
