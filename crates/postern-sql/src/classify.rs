@@ -19,6 +19,10 @@
 //!   function, because an unqualified name can reach a function the client defined.
 //! - `CALL` is a write, functions running SQL text are raw (`dblink*`: admin), and
 //!   `COMMIT PREPARED`/`ROLLBACK PREPARED` are admin: they act on transactions outside the session.
+//! - State left on the connection past the transaction (`session_scoped.rs`) is gathered here too:
+//!   `set_config` calls that are not transaction-local, session advisory locks and `pg_settings`
+//!   writes wherever they appear, like hazards; temporary objects wherever they are created by
+//!   something that runs (so `EXPLAIN ANALYZE CREATE TEMP TABLE ... AS`, not plain `EXPLAIN`).
 
 use std::rc::Rc;
 
@@ -30,8 +34,9 @@ use pg_query::{NodeEnum, NodeRef};
 
 use crate::command::command_tag;
 use crate::encoding::is_ascii_safe_encoding;
-use crate::facts::{Analysis, Hazard, PreparedName, StatementFacts, StatementKind};
+use crate::facts::{Analysis, Hazard, PreparedName, SessionScoped, StatementFacts, StatementKind};
 use crate::functions;
+use crate::session_scoped;
 use crate::walk::{any_node, push_children};
 
 /// Parses and classifies `sql`. Call through `limits::analyze_uncached`, which keeps hostile
@@ -87,7 +92,11 @@ struct Frame<'a> {
 }
 
 fn statement_facts(root: NodeRef<'_>) -> StatementFacts {
-    let mut facts = Collector::default();
+    let prepared = prepared_name(root);
+    let mut facts = Collector {
+        session_scoped: session_scoped::of_statement(root, prepared.as_ref()),
+        ..Collector::default()
+    };
     let mut stack = vec![Frame {
         node: root,
         executes: true,
@@ -151,7 +160,20 @@ fn statement_facts(root: NodeRef<'_>) -> StatementFacts {
             }
         }
     }
-    let prepared = match root {
+    StatementFacts {
+        kind: facts.kind.unwrap_or(StatementKind::Raw),
+        command: command_tag(root),
+        tables: facts.tables,
+        functions: facts.functions,
+        hazards: facts.hazards,
+        prepared,
+        session_scoped: facts.session_scoped,
+    }
+}
+
+/// The prepared statement or cursor a top-level statement names.
+fn prepared_name(root: NodeRef<'_>) -> Option<PreparedName> {
+    match root {
         NodeRef::PrepareStmt(p) => Some(PreparedName::Prepare(p.name.clone())),
         NodeRef::ExecuteStmt(e) => Some(PreparedName::Execute(e.name.clone())),
         NodeRef::DeallocateStmt(d) => Some(PreparedName::Deallocate(
@@ -163,14 +185,6 @@ fn statement_facts(root: NodeRef<'_>) -> StatementFacts {
         }),
         NodeRef::FetchStmt(f) => Some(PreparedName::Fetch(f.portalname.clone())),
         _ => None,
-    };
-    StatementFacts {
-        kind: facts.kind.unwrap_or(StatementKind::Raw),
-        command: command_tag(root),
-        tables: facts.tables,
-        functions: facts.functions,
-        hazards: facts.hazards,
-        prepared,
     }
 }
 
@@ -233,6 +247,8 @@ struct Collector {
     tables: Vec<String>,
     functions: Vec<String>,
     hazards: Vec<Hazard>,
+    /// Seeded with what the top-level statement itself leaves (`session_scoped::of_statement`).
+    session_scoped: Vec<SessionScoped>,
 }
 
 impl Collector {
@@ -243,6 +259,12 @@ impl Collector {
     fn hazard(&mut self, hazard: Hazard) {
         if !self.hazards.contains(&hazard) {
             self.hazards.push(hazard);
+        }
+    }
+
+    fn session_scoped(&mut self, state: SessionScoped) {
+        if !self.session_scoped.contains(&state) {
+            self.session_scoped.push(state);
         }
     }
 
@@ -273,6 +295,11 @@ impl Collector {
             && target.relname.eq_ignore_ascii_case("pg_settings")
         {
             self.hazard(Hazard::PgSettingsWrite);
+            // The view's rules call `set_config(name, value, false)`.
+            self.session_scoped(SessionScoped::SetConfig { setting: None });
+        }
+        if frame.executes && session_scoped::temp_object(frame.node) {
+            self.session_scoped(SessionScoped::TempObject);
         }
         self.node_hazards(frame);
     }
@@ -478,6 +505,11 @@ impl Collector {
         if name == "set_config" {
             self.set_config(call);
         }
+        if functions::takes_session_lock(name) {
+            self.session_scoped(SessionScoped::AdvisoryLock {
+                function: qualified.clone(),
+            });
+        }
         push_unique(&mut self.functions, qualified);
     }
 
@@ -485,21 +517,28 @@ impl Collector {
     fn set_config(&mut self, call: &FuncCall) {
         let mut setting = None;
         let mut value = None;
+        let mut is_local = None;
         for (i, arg) in call.args.iter().enumerate() {
             match &arg.node {
                 Some(NodeEnum::NamedArgExpr(named)) => {
                     let slot = match named.name.to_lowercase().as_str() {
                         "setting_name" => &mut setting,
                         "new_value" => &mut value,
+                        "is_local" => &mut is_local,
                         _ => continue,
                     };
                     *slot = named.arg.as_deref().and_then(|a| a.node.as_ref());
                 }
                 node if i == 0 => setting = node.as_ref(),
                 node if i == 1 => value = node.as_ref(),
+                node if i == 2 => is_local = node.as_ref(),
                 _ => {}
             }
         }
+        // Only a constant true keeps the change to the transaction; a variadic call's arguments
+        // are not where they seem.
+        let transaction_only =
+            !call.func_variadic && constant_text(is_local).is_some_and(|v| is_true(&v));
         // Only a plain string constant names a setting; a variadic call or a cast does not.
         let setting = if call.func_variadic {
             None
@@ -523,6 +562,11 @@ impl Collector {
                 self.hazard(Hazard::SearchPath { schemas });
             }
             _ => {}
+        }
+        if !transaction_only {
+            self.session_scoped(SessionScoped::SetConfig {
+                setting: setting.clone(),
+            });
         }
         self.hazard(Hazard::SetConfig { setting });
     }

@@ -66,6 +66,9 @@ pub struct StatementFacts {
     /// prepared statement or cursor named, so that a session can decide an `EXECUTE` with what
     /// the `PREPARE` prepared and a `FETCH` with the query its `DECLARE` opened.
     pub prepared: Option<PreparedName>,
+    /// State the statement leaves on the server connection after its transaction ends (see
+    /// [`SessionScoped`]), each listed once, in the order found. Empty for nearly every statement.
+    pub session_scoped: Vec<SessionScoped>,
 }
 
 /// What a statement does with a prepared statement's or a cursor's name (as the server folds
@@ -202,4 +205,63 @@ pub enum Hazard {
     },
     /// `CALL procedure(...)`.
     Call,
+}
+
+/// State a statement leaves on the server connection after its transaction ends. With
+/// transaction pooling the connection serves another client's next transaction, which would
+/// inherit the state, and this client's next transaction may run on another connection, which
+/// lacks it.
+///
+/// Statements (`SET`, `LISTEN`, `PREPARE`, ...) count at the top level only; calls of
+/// `set_config` and of advisory lock functions, and writes to `pg_settings`, count wherever they
+/// appear in the tree, like [`Hazard`]s (inside a plain `EXPLAIN` or a stored definition too).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SessionScoped {
+    /// A session-level `SET`/`RESET` (not `SET LOCAL`, not `SET TRANSACTION`, not the `SET`
+    /// clauses of `ALTER ROLE/DATABASE/FUNCTION` and `CREATE FUNCTION`, which store defaults).
+    Setting {
+        /// The setting as the server names it, lower-cased: `timezone` for `SET TIME ZONE`,
+        /// `client_encoding` for `SET NAMES`, `search_path` for `SET SCHEMA`,
+        /// `default_transaction_isolation` (`_read_only`, `_deferrable`) for
+        /// `SET SESSION CHARACTERISTICS AS TRANSACTION`, `all` for `RESET ALL`.
+        name: String,
+    },
+    /// A call of `set_config` whose `is_local` argument is not the constant `true`, or an
+    /// `INSERT`/`UPDATE`/`DELETE`/`MERGE` on `pg_settings` (whose rules call `set_config` with
+    /// `is_local` false).
+    SetConfig {
+        /// The lower-cased setting name when it is a string constant; `None` when it is computed
+        /// at run time, and for `pg_settings` writes.
+        setting: Option<String>,
+    },
+    /// `LISTEN channel`: notifications are delivered to the connection.
+    Listen,
+    /// A call of a session-level advisory lock function (`pg_advisory_lock`,
+    /// `pg_try_advisory_lock` and their `_shared` forms), held until unlocked or the connection
+    /// closes. The `_xact_` forms end with the transaction.
+    AdvisoryLock {
+        /// The function as written, lower-cased.
+        function: String,
+    },
+    /// `DECLARE ... CURSOR WITH HOLD`: the cursor outlives its transaction.
+    HoldCursor,
+    /// SQL-level `PREPARE`: the prepared statement stays on the connection.
+    Prepare,
+    /// `DEALLOCATE ALL`, which would also drop the statements Postern keeps prepared on the
+    /// connection. `DEALLOCATE name` is not reported.
+    Deallocate,
+    /// `DISCARD ALL`, which would also drop the statements Postern keeps prepared on the
+    /// connection. `DISCARD PLANS`, `SEQUENCES` and `TEMP` are not reported.
+    Discard {
+        /// What is discarded, lower-cased: `all`.
+        what: String,
+    },
+    /// Creating a temporary table, view or sequence (`CREATE TEMP ...`, `SELECT ... INTO TEMP`,
+    /// `CREATE TEMP TABLE ... AS`, or a relation created in schema `pg_temp`), or a function,
+    /// procedure, type or domain created in `pg_temp`. Not a temporary table created
+    /// `ON COMMIT DROP`, which ends with its transaction.
+    TempObject,
+    /// `LOAD 'library'`: the library stays loaded in the server process.
+    Load,
 }

@@ -1,5 +1,5 @@
 //! What Postern knows about functions by name: which change data, which administer the server,
-//! and which run SQL given as text. Names are matched on the last, lower-cased part of the called
+//! which run SQL given as text, and which take locks that outlive the transaction. Names are matched on the last, lower-cased part of the called
 //! name whatever schema it is written with, because `search_path` decides which function an
 //! unqualified name reaches and a client controls `search_path`. The lists are of PostgreSQL's own
 //! functions and of the common extensions (`dblink`, `pg_background`, `pg_cron`); the database's
@@ -91,6 +91,22 @@ const RUNS_SQL_TEXT_QUALIFIED: &[&str] = &[
     "cron.schedule_in_database",
     "cron.alter_job",
 ];
+
+/// Advisory lock functions whose locks are held by the session, past the transaction, until
+/// unlocked or the connection closes. The `pg_advisory_xact_lock*` forms end with the transaction.
+/// <https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS>
+const SESSION_ADVISORY_LOCKS: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
+
+/// Whether a function whose last name part is `name` (lower-cased) takes a session-level
+/// advisory lock.
+pub(crate) fn takes_session_lock(name: &str) -> bool {
+    SESSION_ADVISORY_LOCKS.contains(&name)
+}
 
 /// Whether a call of `qualified` (lower-cased, dot-joined) whose last part is `name` with `argc`
 /// arguments runs SQL text.

@@ -13,6 +13,8 @@
 //! - `classify.rs`: parse, then walk every node of every statement and gather [`StatementFacts`].
 //! - `walk/`: the complete tree walk, generated from pg_query's protobuf definitions.
 //! - `command.rs`: PostgreSQL command tags; `functions.rs`: what function names imply.
+//! - `session_scoped.rs`: the state a statement leaves on the server connection past its
+//!   transaction ([`SessionScoped`]), which transaction pooling cannot carry.
 //! - [`is_ascii_safe_encoding`] (`encoding.rs`), [`redact`] (`redact.rs`): client encodings
 //!   Postern can read, and secrets kept out of the audit log.
 //! - `facts.rs`: the data types returned.
@@ -25,11 +27,12 @@ mod facts;
 mod functions;
 mod limits;
 mod redact;
+mod session_scoped;
 mod walk;
 
 pub use cache::{Classifier, MAX_CACHED_SQL_LEN};
 pub use encoding::is_ascii_safe_encoding;
-pub use facts::{Analysis, Hazard, PreparedName, StatementFacts, StatementKind};
+pub use facts::{Analysis, Hazard, PreparedName, SessionScoped, StatementFacts, StatementKind};
 pub use limits::MAX_ANALYZED_SQL_LEN;
 pub use redact::{REDACTED_PLACEHOLDER, redact};
 

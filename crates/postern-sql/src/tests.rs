@@ -1,6 +1,6 @@
 //! Table-driven tests of classification through the public API, hostile spellings included.
 
-use crate::{Analysis, Classifier, Hazard, StatementKind};
+use crate::{Analysis, Classifier, Hazard, SessionScoped, StatementKind};
 
 fn analyze(sql: &str) -> Analysis {
     let analysis = Classifier::new(0).analyze(sql);
@@ -945,4 +945,328 @@ fn prepared_statement_and_cursor_names() {
     let declare = &analyze("DECLARE c CURSOR FOR SELECT * FROM orders").statements[0];
     assert_eq!(declare.tables, ["orders"]);
     assert_eq!(named("SELECT 1"), None);
+}
+
+fn session_scoped(sql: &str) -> Vec<SessionScoped> {
+    let analysis = analyze(sql);
+    assert_eq!(analysis.statements.len(), 1, "{sql}");
+    analysis.statements[0].session_scoped.clone()
+}
+
+fn setting(name: &str) -> SessionScoped {
+    SessionScoped::Setting { name: name.into() }
+}
+
+fn session_set_config(setting: Option<&str>) -> SessionScoped {
+    SessionScoped::SetConfig {
+        setting: setting.map(str::to_owned),
+    }
+}
+
+fn advisory_lock(function: &str) -> SessionScoped {
+    SessionScoped::AdvisoryLock {
+        function: function.into(),
+    }
+}
+
+#[test]
+fn state_left_on_the_connection_past_the_transaction() {
+    use SessionScoped::{Deallocate, HoldCursor, Listen, Load, Prepare, TempObject};
+    let cases: Vec<(&str, Vec<SessionScoped>)> = vec![
+        // Session-level settings, in every spelling, as the server names them.
+        ("SET search_path = app", vec![setting("search_path")]),
+        ("SET SESSION work_mem TO '1MB'", vec![setting("work_mem")]),
+        ("set \"Work_Mem\" = '1MB'", vec![setting("work_mem")]),
+        (
+            "SET statement_timeout TO DEFAULT",
+            vec![setting("statement_timeout")],
+        ),
+        ("SET datestyle FROM CURRENT", vec![setting("datestyle")]),
+        ("RESET work_mem", vec![setting("work_mem")]),
+        ("RESET ALL", vec![setting("all")]),
+        ("SET TIME ZONE 'UTC'", vec![setting("timezone")]),
+        ("SET SESSION TIME ZONE LOCAL", vec![setting("timezone")]),
+        ("RESET TIME ZONE", vec![setting("timezone")]),
+        ("SET NAMES 'UTF8'", vec![setting("client_encoding")]),
+        ("SET SCHEMA 'app'", vec![setting("search_path")]),
+        ("SET ROLE admin", vec![setting("role")]),
+        ("RESET ROLE", vec![setting("role")]),
+        (
+            "SET SESSION AUTHORIZATION admin",
+            vec![setting("session_authorization")],
+        ),
+        ("SET postern.claims = '{}'", vec![setting("postern.claims")]),
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            vec![setting("default_transaction_isolation")],
+        ),
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY, DEFERRABLE",
+            vec![
+                setting("default_transaction_read_only"),
+                setting("default_transaction_deferrable"),
+            ],
+        ),
+        // set_config that is not transaction-local, anywhere in the tree.
+        (
+            "SELECT set_config('search_path', 'app', false)",
+            vec![session_set_config(Some("search_path"))],
+        ),
+        (
+            "SELECT pg_catalog.SET_CONFIG('Work_Mem', '1MB', 'f')",
+            vec![session_set_config(Some("work_mem"))],
+        ),
+        (
+            "SELECT set_config('work_mem', '1MB', $1)",
+            vec![session_set_config(Some("work_mem"))],
+        ),
+        (
+            "SELECT set_config(name, 'x', is_local) FROM t",
+            vec![session_set_config(None)],
+        ),
+        (
+            "SELECT set_config('work_mem', '1MB', NOT true)",
+            vec![session_set_config(Some("work_mem"))],
+        ),
+        (
+            "SELECT set_config(setting_name => 'work_mem', new_value => '1MB', is_local => false)",
+            vec![session_set_config(Some("work_mem"))],
+        ),
+        (
+            "UPDATE pg_settings SET setting = 'app' WHERE name = 'search_path'",
+            vec![session_set_config(None)],
+        ),
+        (
+            "WITH u AS (UPDATE pg_catalog.pg_settings SET setting = '1MB' WHERE name = 'work_mem' \
+             RETURNING 1) SELECT * FROM u",
+            vec![session_set_config(None)],
+        ),
+        ("LISTEN orders", vec![Listen]),
+        // Session-level advisory locks, in any spelling.
+        (
+            "SELECT pg_advisory_lock(1)",
+            vec![advisory_lock("pg_advisory_lock")],
+        ),
+        (
+            "SELECT PG_CATALOG.PG_ADVISORY_LOCK_SHARED(1, 2)",
+            vec![advisory_lock("pg_catalog.pg_advisory_lock_shared")],
+        ),
+        (
+            "SELECT * FROM jobs WHERE pg_try_advisory_lock(id)",
+            vec![advisory_lock("pg_try_advisory_lock")],
+        ),
+        (
+            "SELECT \"pg_try_advisory_lock_shared\"(1)",
+            vec![advisory_lock("pg_try_advisory_lock_shared")],
+        ),
+        (
+            "SELECT pg_advisory_lock(1), pg_advisory_lock(2), pg_advisory_unlock(1)",
+            vec![advisory_lock("pg_advisory_lock")],
+        ),
+        ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", vec![HoldCursor]),
+        (
+            "DECLARE c NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM t",
+            vec![HoldCursor],
+        ),
+        ("PREPARE p AS SELECT 1", vec![Prepare]),
+        (
+            "PREPARE p(int) AS SELECT pg_advisory_lock($1)",
+            vec![Prepare, advisory_lock("pg_advisory_lock")],
+        ),
+        ("DEALLOCATE ALL", vec![Deallocate]),
+        ("DEALLOCATE PREPARE ALL", vec![Deallocate]),
+        (
+            "DISCARD ALL",
+            vec![SessionScoped::Discard { what: "all".into() }],
+        ),
+        // Temporary objects.
+        ("CREATE TEMP TABLE t (a int)", vec![TempObject]),
+        (
+            "CREATE TEMPORARY TABLE IF NOT EXISTS t (a int)",
+            vec![TempObject],
+        ),
+        ("CREATE LOCAL TEMP TABLE t (a int)", vec![TempObject]),
+        (
+            "CREATE TEMP TABLE t (a int) ON COMMIT DELETE ROWS",
+            vec![TempObject],
+        ),
+        (
+            "CREATE TEMP TABLE t (a int) ON COMMIT PRESERVE ROWS",
+            vec![TempObject],
+        ),
+        ("CREATE TABLE pg_temp.t (a int)", vec![TempObject]),
+        ("CREATE TEMP VIEW v AS SELECT 1", vec![TempObject]),
+        (
+            "CREATE OR REPLACE TEMPORARY VIEW v AS SELECT 1",
+            vec![TempObject],
+        ),
+        ("CREATE VIEW pg_temp.v AS SELECT 1", vec![TempObject]),
+        ("CREATE TEMP SEQUENCE s", vec![TempObject]),
+        ("SELECT * INTO TEMP t FROM orders", vec![TempObject]),
+        (
+            "SELECT * INTO TEMPORARY TABLE t FROM orders",
+            vec![TempObject],
+        ),
+        (
+            "CREATE TEMP TABLE t AS SELECT * FROM orders",
+            vec![TempObject],
+        ),
+        ("CREATE TABLE pg_temp.t AS SELECT 1", vec![TempObject]),
+        (
+            "EXPLAIN ANALYZE CREATE TEMP TABLE t AS SELECT 1",
+            vec![TempObject],
+        ),
+        (
+            "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'select 1'",
+            vec![TempObject],
+        ),
+        ("CREATE TYPE pg_temp.c AS (a int)", vec![TempObject]),
+        ("CREATE TYPE pg_temp.e AS ENUM ('a')", vec![TempObject]),
+        ("CREATE DOMAIN pg_temp.d AS int", vec![TempObject]),
+        ("LOAD 'auto_explain'", vec![Load]),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(session_scoped(sql), expected, "{sql}");
+    }
+}
+
+#[test]
+fn transaction_scoped_and_stored_state_is_not_reported() {
+    for sql in [
+        "SELECT 1",
+        "SELECT * FROM orders WHERE id = $1",
+        "INSERT INTO orders VALUES (1)",
+        "BEGIN",
+        "COMMIT",
+        "SHOW search_path",
+        // Transaction-local settings.
+        "SET LOCAL search_path = app",
+        "SET LOCAL ROLE admin",
+        "SET LOCAL TIME ZONE 'UTC'",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET TRANSACTION READ ONLY",
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'",
+        "SET transaction_isolation = 'serializable'",
+        "RESET transaction_read_only",
+        // Stored defaults, not this connection's state.
+        "ALTER ROLE app SET search_path = app",
+        "ALTER ROLE app IN DATABASE d SET work_mem = '1MB'",
+        "ALTER ROLE app RESET ALL",
+        "ALTER DATABASE d SET timezone = 'UTC'",
+        "ALTER SYSTEM SET work_mem = '1MB'",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = app AS 'select 1'",
+        "ALTER FUNCTION f() SET search_path = app",
+        "ALTER FUNCTION f() RESET ALL",
+        // Transaction-local set_config and transaction-scoped advisory locks.
+        "SELECT set_config('search_path', 'app', true)",
+        "SELECT set_config('work_mem', '1MB', 'on')",
+        "SELECT set_config(is_local => true, setting_name => 'work_mem', new_value => '1MB')",
+        "SELECT current_setting('work_mem')",
+        "SELECT pg_advisory_xact_lock(1)",
+        "SELECT pg_catalog.pg_try_advisory_xact_lock_shared(1)",
+        "SELECT pg_advisory_unlock(1)",
+        "SELECT pg_advisory_unlock_all()",
+        // Cursors, prepared statements and DISCARD that leave nothing behind.
+        "DECLARE c CURSOR FOR SELECT 1",
+        "DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1",
+        "FETCH 10 FROM c",
+        "CLOSE c",
+        "EXECUTE p(1)",
+        "DEALLOCATE p",
+        "DEALLOCATE PREPARE p",
+        "DISCARD PLANS",
+        "DISCARD TEMP",
+        "DISCARD SEQUENCES",
+        "UNLISTEN orders",
+        "UNLISTEN *",
+        "NOTIFY orders, 'x'",
+        "SELECT pg_notify('orders', 'x')",
+        // Temporary tables that end with their transaction, and permanent objects.
+        "CREATE TEMP TABLE t (a int) ON COMMIT DROP",
+        "CREATE TEMP TABLE t ON COMMIT DROP AS SELECT 1",
+        "CREATE TABLE pg_temp.t (a int) ON COMMIT DROP",
+        "CREATE TABLE t (a int)",
+        "CREATE UNLOGGED TABLE t (a int)",
+        "CREATE TABLE app.t AS SELECT 1",
+        "SELECT * INTO t FROM orders",
+        "CREATE VIEW v AS SELECT 1",
+        "CREATE SEQUENCE s",
+        "CREATE FUNCTION app.f() RETURNS int LANGUAGE sql AS 'select 1'",
+        "CREATE TYPE c AS (a int)",
+        "EXPLAIN CREATE TEMP TABLE t AS SELECT 1",
+    ] {
+        assert_eq!(session_scoped(sql), [], "{sql}");
+    }
+}
+
+#[test]
+fn session_scoped_calls_are_found_anywhere_in_the_tree() {
+    for sql in [
+        "WITH s AS (SELECT set_config('work_mem', '1MB', false)) SELECT * FROM s",
+        "SELECT * FROM orders WHERE id IN (SELECT 1 WHERE set_config('work_mem', '1MB', false) <> '')",
+        "SELECT (SELECT x FROM (SELECT set_config('work_mem', '1MB', false) AS x) y)",
+        "INSERT INTO t SELECT set_config('work_mem', '1MB', false)",
+        "DECLARE c CURSOR FOR SELECT set_config('work_mem', '1MB', false)",
+        "EXPLAIN ANALYZE SELECT set_config('work_mem', '1MB', false)",
+        "SELECT CASE WHEN a THEN set_config('work_mem', '1MB', false) END FROM t",
+    ] {
+        assert_eq!(
+            session_scoped(sql),
+            [session_set_config(Some("work_mem"))],
+            "{sql}"
+        );
+    }
+    // Both, each once, in the walk's order (which follows pg_query's fields, not the text).
+    let found = session_scoped(
+        "WITH l AS (SELECT pg_advisory_lock(id) FROM jobs) \
+         SELECT * FROM l, LATERAL (SELECT pg_try_advisory_lock(2), pg_advisory_lock(3)) m",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.contains(&advisory_lock("pg_advisory_lock")));
+    assert!(found.contains(&advisory_lock("pg_try_advisory_lock")));
+    // The statement's own state comes first, then what the walk finds, each once.
+    assert_eq!(
+        session_scoped(
+            "DECLARE c CURSOR WITH HOLD FOR SELECT set_config('a.b', '1', false), \
+             pg_advisory_lock(1), set_config('a.b', '2', false)"
+        ),
+        [
+            SessionScoped::HoldCursor,
+            session_set_config(Some("a.b")),
+            advisory_lock("pg_advisory_lock")
+        ]
+    );
+    // Several statements in one text: each reports its own.
+    let analysis = analyze("SET work_mem = '1MB'; SELECT 1; LISTEN ch");
+    let per_statement: Vec<_> = analysis
+        .statements
+        .iter()
+        .map(|s| s.session_scoped.clone())
+        .collect();
+    assert_eq!(
+        per_statement,
+        [
+            vec![setting("work_mem")],
+            vec![],
+            vec![SessionScoped::Listen]
+        ]
+    );
+}
+
+#[test]
+fn session_scoped_serializes_tagged_by_state() {
+    let json = |state: SessionScoped| serde_json::to_value(state).unwrap_or_default();
+    assert_eq!(
+        json(setting("timezone")),
+        serde_json::json!({"state": "setting", "name": "timezone"})
+    );
+    assert_eq!(
+        json(SessionScoped::HoldCursor),
+        serde_json::json!({"state": "hold_cursor"})
+    );
+    assert_eq!(
+        json(session_set_config(None)),
+        serde_json::json!({"state": "set_config", "setting": null})
+    );
 }
