@@ -13,7 +13,7 @@ use crate::Problem;
 /// reused connection has exactly the settings a new one would): in `role_login` mode one pool
 /// per mapped role, shared by every identity mapped to it; in `set_role` mode one per session
 /// login. `ephemeral_user` targets are not pooled: each identity logs in as its own role, which
-/// is dropped after its last session.
+/// is dropped after its last session (and `mode = "transaction"` is refused for them).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
@@ -49,6 +49,15 @@ pub enum PoolMode {
     /// temporary objects) and hands it to the next client.
     #[default]
     Session,
+    /// A client holds a server connection only for the length of a transaction (or of a
+    /// statement outside one); between transactions the connection serves other clients of the
+    /// same upstream login. At the start of each transaction Postern applies the identity's
+    /// signed claims (and in `set_role` mode its role) transaction-locally, in the same round
+    /// trip as the client's first message, and prepares the client's named statements on the
+    /// connection in use. Statements that leave state on the connection past their transaction
+    /// (session `SET`, `LISTEN`, session advisory locks, `WITH HOLD` cursors, SQL `PREPARE`,
+    /// temporary tables) are refused with a message naming the pool mode.
+    Transaction,
     /// Every client session logs in anew and its connection is closed at the end.
     None,
 }

@@ -248,6 +248,15 @@ impl TargetConfig {
             ));
         }
         self.pool.validate(&format!("{key}.pool"), problems);
+        if self.pool.mode == crate::PoolMode::Transaction
+            && self.mode == UpstreamMode::EphemeralUser
+        {
+            problems.push(Problem::new(
+                format!("{key}.pool.mode"),
+                "\"transaction\" needs a shared upstream login, and ephemeral_user targets give \
+                 each identity its own login role: use \"session\" or \"none\"",
+            ));
+        }
         self.sessions.validate(&format!("{key}.sessions"), problems);
         if self.roles.is_empty() {
             problems.push(Problem::new(

@@ -13,7 +13,7 @@
 //! `docs/ARCHITECTURE.md`, decision 2). Pure: no I/O, no state.
 
 use postern_config::UpstreamMode;
-use postern_sql::{Analysis, Hazard, is_ascii_safe_encoding};
+use postern_sql::{Analysis, Hazard, PreparedName, SessionScoped, is_ascii_safe_encoding};
 
 /// What the guard needs to know about the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,9 @@ pub enum RefusalReason {
     StartupParameter,
     /// A malformed or disallowed `options` startup parameter.
     StartupOptions,
+    /// State that would outlive its transaction on a server connection shared transaction by
+    /// transaction.
+    TransactionPooling,
 }
 
 impl RefusalReason {
@@ -100,6 +103,7 @@ impl RefusalReason {
             Self::Replication => "replication",
             Self::StartupParameter => "startup_parameter",
             Self::StartupOptions => "startup_options",
+            Self::TransactionPooling => "transaction_pooling",
         }
     }
 }
@@ -149,6 +153,103 @@ pub fn check(analysis: &Analysis, ctx: &GuardContext) -> Result<(), Refusal> {
     analysis
         .hazards()
         .try_for_each(|hazard| check_hazard(hazard, ctx))
+}
+
+/// Checks a text for a target with transaction pooling, where a client holds a server
+/// connection only for a transaction and the next transaction may run on another connection,
+/// after another client's. Whatever would outlive the transaction on the connection is refused:
+/// it would reach the next client, or be missing from the client's own next transaction. So is
+/// SQL-level `EXECUTE`/`DEALLOCATE` (the connection holds other clients' prepared statements,
+/// and with `PREPARE` refused there is nothing of the client's to name) and reading
+/// `pg_prepared_statements` (which would show other clients' statements).
+///
+/// # Errors
+///
+/// A [`Refusal`] naming the first such statement and what to do instead.
+pub fn check_transaction_pooling(analysis: &Analysis) -> Result<(), Refusal> {
+    const WHY: &str = "this target uses transaction pooling, so your server connection is yours \
+                       only until your transaction ends and then serves other clients";
+    let refuse = |what: String, instead: &str| {
+        Err(Refusal::new(
+            RefusalReason::TransactionPooling,
+            format!("{what} is refused: {WHY}; {instead}"),
+        ))
+    };
+    for statement in &analysis.statements {
+        if let Some(state) = statement.session_scoped.first() {
+            return match state {
+                SessionScoped::Setting { name } => refuse(
+                    format!("setting {name} for the session"),
+                    "use SET LOCAL inside a transaction block, or a target with pool mode \"session\"",
+                ),
+                SessionScoped::SetConfig { setting } => refuse(
+                    format!(
+                        "set_config({}) for the session",
+                        setting.as_deref().unwrap_or("a computed name")
+                    ),
+                    "pass true as its third argument (is_local) inside a transaction block",
+                ),
+                SessionScoped::Listen => refuse(
+                    "LISTEN".to_owned(),
+                    "notifications need a target with pool mode \"session\"",
+                ),
+                SessionScoped::AdvisoryLock { function } => refuse(
+                    format!("{function}(), a session-level advisory lock,"),
+                    "use the transaction-level pg_advisory_xact_lock() family instead",
+                ),
+                SessionScoped::HoldCursor => refuse(
+                    "a cursor WITH HOLD".to_owned(),
+                    "declare it without WITH HOLD and fetch from it inside the transaction",
+                ),
+                SessionScoped::Prepare => refuse(
+                    "SQL-level PREPARE".to_owned(),
+                    "use your driver's prepared statements (the extended protocol's), which \
+                     Postern keeps across server connections",
+                ),
+                SessionScoped::Deallocate => refuse(
+                    "DEALLOCATE ALL".to_owned(),
+                    "close your driver's prepared statements one by one",
+                ),
+                SessionScoped::Discard { what } => refuse(
+                    format!("DISCARD {}", what.to_uppercase()),
+                    "every transaction already starts without your earlier state",
+                ),
+                SessionScoped::TempObject => refuse(
+                    "a temporary object that outlives its transaction".to_owned(),
+                    "create temporary tables with ON COMMIT DROP inside a transaction block, or \
+                     use a target with pool mode \"session\"",
+                ),
+                SessionScoped::Load => refuse(
+                    "LOAD".to_owned(),
+                    "load libraries through the server's configuration",
+                ),
+            };
+        }
+        match &statement.prepared {
+            Some(PreparedName::Execute(_)) => {
+                return refuse(
+                    "SQL-level EXECUTE".to_owned(),
+                    "use your driver's prepared statements (the extended protocol's)",
+                );
+            }
+            Some(PreparedName::Deallocate(_)) => {
+                return refuse(
+                    "DEALLOCATE".to_owned(),
+                    "close your driver's prepared statements through the protocol",
+                );
+            }
+            _ => {}
+        }
+        if statement.tables.iter().any(|table| {
+            table == "pg_prepared_statements" || table == "pg_catalog.pg_prepared_statements"
+        }) {
+            return refuse(
+                "reading pg_prepared_statements".to_owned(),
+                "it would list the statements other clients prepared on the shared connection",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The refusal for a fastpath `FunctionCall` ('F') message, which calls a function by OID with no
@@ -313,7 +414,7 @@ mod tests {
     use postern_config::UpstreamMode::{self, RoleLogin, SetRole};
     use postern_sql::{Analysis, Classifier};
 
-    use super::{GuardContext, RefusalReason, check, check_fastpath};
+    use super::{GuardContext, RefusalReason, check, check_fastpath, check_transaction_pooling};
 
     fn ctx(mode: UpstreamMode, may_dcl: bool, may_raw: bool) -> GuardContext {
         GuardContext {
@@ -615,5 +716,57 @@ mod tests {
                 "the fastpath function call protocol is not supported through Postern"
             )
         );
+    }
+
+    #[test]
+    fn transaction_pooling_refuses_what_outlives_a_transaction() {
+        let refused = [
+            ("SET search_path = app", "setting search_path"),
+            (
+                "SELECT set_config('app.x', '1', false)",
+                "set_config(app.x)",
+            ),
+            ("LISTEN jobs", "LISTEN"),
+            ("SELECT pg_advisory_lock(1)", "pg_advisory_lock"),
+            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", "WITH HOLD"),
+            ("PREPARE p AS SELECT 1", "SQL-level PREPARE"),
+            ("EXECUTE postern_tx_1", "SQL-level EXECUTE"),
+            ("DEALLOCATE postern_tx_1", "DEALLOCATE"),
+            ("DISCARD ALL", "DISCARD ALL"),
+            ("CREATE TEMP TABLE t (a int)", "temporary object"),
+            (
+                "SELECT name, statement FROM pg_prepared_statements",
+                "pg_prepared_statements",
+            ),
+        ];
+        for (sql, named) in refused {
+            let analysis = analyze(sql);
+            let refusal = check_transaction_pooling(&analysis)
+                .expect_err(&format!("{sql} must be refused under transaction pooling"));
+            assert_eq!(refusal.reason, RefusalReason::TransactionPooling);
+            assert!(
+                refusal.message.contains(named),
+                "{sql}: {}",
+                refusal.message
+            );
+            assert!(
+                refusal.message.contains("transaction pooling"),
+                "{}",
+                refusal.message
+            );
+        }
+        for sql in [
+            "SELECT 1",
+            "SET LOCAL search_path = app",
+            "SELECT set_config('app.x', '1', true)",
+            "SELECT pg_advisory_xact_lock(1)",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "CREATE TEMP TABLE t (a int) ON COMMIT DROP",
+            "BEGIN",
+            "INSERT INTO t VALUES (1)",
+        ] {
+            let analysis = analyze(sql);
+            assert_eq!(check_transaction_pooling(&analysis), Ok(()), "{sql}");
+        }
     }
 }

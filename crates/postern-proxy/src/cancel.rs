@@ -11,12 +11,33 @@ use postern_wire::backend::BackendKeyData;
 use crate::target::fill_random;
 use crate::upstream::Endpoint;
 
+/// The server backend a session's statements run on. A session holding one server connection
+/// has one for its whole life; with transaction pooling it changes with every transaction, and
+/// between transactions there is none (nothing runs, so there is nothing to cancel).
+#[derive(Clone, Default)]
+pub struct BackendSlot(Arc<Mutex<Option<BackendKeyData>>>);
+
+impl BackendSlot {
+    /// A slot that always names `key`.
+    pub fn fixed(key: BackendKeyData) -> Self {
+        Self(Arc::new(Mutex::new(Some(key))))
+    }
+
+    pub fn set(&self, key: Option<BackendKeyData>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = key;
+    }
+
+    pub fn get(&self) -> Option<BackendKeyData> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Where a cancel for one client session goes.
 #[derive(Clone)]
 struct Entry {
     secret_key: i32,
     endpoint: Arc<Endpoint>,
-    upstream: BackendKeyData,
+    upstream: BackendSlot,
     /// The session's own signal: a statement Postern holds for approval has not reached the
     /// server, so only Postern can cancel it.
     signal: Arc<CancelSignal>,
@@ -61,13 +82,9 @@ pub struct CancelRegistry {
 }
 
 impl CancelRegistry {
-    /// Allocates a fresh key for a session whose upstream backend is `upstream` at `endpoint`.
-    /// The returned guard removes it when the session ends.
-    pub fn register(
-        self: &Arc<Self>,
-        endpoint: Arc<Endpoint>,
-        upstream: BackendKeyData,
-    ) -> CancelKey {
+    /// Allocates a fresh key for a session whose upstream backend is in `upstream`, at
+    /// `endpoint`. The returned guard removes it when the session ends.
+    pub fn register(self: &Arc<Self>, endpoint: Arc<Endpoint>, upstream: BackendSlot) -> CancelKey {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let mut bytes = [0u8; 8];
@@ -82,7 +99,7 @@ impl CancelRegistry {
                 Entry {
                     secret_key,
                     endpoint: endpoint.clone(),
-                    upstream,
+                    upstream: upstream.clone(),
                     signal: Arc::new(CancelSignal::default()),
                 },
             );
@@ -104,8 +121,8 @@ impl CancelRegistry {
             .map_or_else(Arc::default, |entry| Arc::clone(&entry.signal))
     }
 
-    /// Where to send a cancel for `key`, if it names a live session exactly; raises the
-    /// session's signal.
+    /// Where to send a cancel for `key`, if it names a live session exactly and a statement of
+    /// it may be running on a server; raises the session's signal.
     pub fn resolve(&self, key: BackendKeyData) -> Option<(Arc<Endpoint>, BackendKeyData)> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.get(&key.process_id)?;
@@ -117,7 +134,13 @@ impl CancelRegistry {
         if matches {
             entry.signal.raise();
         }
-        matches.then(|| (entry.endpoint.clone(), entry.upstream))
+        if !matches {
+            return None;
+        }
+        entry
+            .upstream
+            .get()
+            .map(|upstream| (entry.endpoint.clone(), upstream))
     }
 }
 

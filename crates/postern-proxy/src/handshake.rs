@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::Shared;
+use crate::cancel::BackendSlot;
 use crate::error::{Refused, UpstreamError};
 use crate::events;
 use crate::io::BoxedStream;
@@ -102,6 +103,10 @@ struct Ready {
     target: Arc<Target>,
     upstream: Upstream,
     cancel: crate::cancel::CancelKey,
+    /// Where the session's statements run: fixed, or set per transaction.
+    backend: BackendSlot,
+    /// The client's startup parameters as forwarded upstream (they choose the pool).
+    parameters: Vec<(String, String)>,
     /// Held until the session ends (in `ephemeral_user` mode, the identity's login role).
     lease: SessionLease,
 }
@@ -242,10 +247,17 @@ impl Connection {
         let (upstream, lease) = self
             .open_upstream(&target, &role, &identity, &check.forwarded)
             .await?;
+        // With transaction pooling the backend changes with every transaction; the session's
+        // link keeps the slot up to date.
+        let backend = if target.transaction_pooled() {
+            BackendSlot::default()
+        } else {
+            BackendSlot::fixed(upstream.key)
+        };
         let cancel = self
             .shared
             .cancels
-            .register(target.endpoint.clone(), upstream.key);
+            .register(target.endpoint.clone(), backend.clone());
         Ok(Some(Ready {
             session_id,
             identity,
@@ -253,6 +265,8 @@ impl Connection {
             target,
             upstream,
             cancel,
+            backend,
+            parameters: check.forwarded.clone(),
             lease,
         }))
     }
@@ -560,38 +574,16 @@ impl Connection {
         let upstream_refused = |error: UpstreamError| {
             tracing::warn!(target = %target.name, role, error = %error, "upstream login failed");
             metrics.upstream_error(&error);
-            match &error {
-                UpstreamError::PoolBusy { max } => Refused::new(
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    "pool_busy",
-                    format!(
-                        "all {max} connections to target \"{}\" for role \"{role}\" are busy: \
-                         try again shortly (the operator can raise [targets.{}.pool] \
-                         max_connections)",
-                        target.name, target.name
-                    ),
-                ),
-                UpstreamError::Server { code, message, .. } => Refused {
-                    code: sqlstate_static(code),
-                    reason: "upstream_refused",
-                    message: format!(
-                        "the database refused the session for role \"{role}\": {message}"
-                    ),
-                },
-                _ => Refused::new(
-                    sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                    "upstream_unavailable",
-                    format!(
-                        "Postern cannot reach the database of target \"{}\"; the operator's log has the details",
-                        target.name
-                    ),
-                ),
-            }
+            upstream_refusal(&target.name, role, &error)
         };
         let (mut upstream, lease) = target
             .session(role, identity, parameters)
             .await
             .map_err(upstream_refused)?;
+        if target.transaction_pooled() {
+            // The role and the claims are applied per transaction, transaction-locally.
+            return Ok((upstream, lease));
+        }
         let mut setup = Vec::new();
         if target.config.mode == UpstreamMode::SetRole {
             setup.push(format!("SET ROLE {}", quote_ident(role)));
@@ -629,6 +621,8 @@ impl Connection {
             target,
             upstream,
             cancel,
+            backend,
+            parameters,
             lease,
         } = ready;
         let watched = shared
@@ -713,7 +707,7 @@ impl Connection {
             audit: shared.audit.clone(),
             mode: target.config.mode,
             base_event: Arc::new(base_event),
-            upstream_cancel: (target.endpoint.clone(), upstream.key),
+            upstream_cancel: (target.endpoint.clone(), backend.clone()),
             target: target.clone(),
             live: registered.session.clone(),
             limits: target.config.sessions.for_role(&request.role),
@@ -722,6 +716,7 @@ impl Connection {
             metrics: shared.metrics.clone(),
             cancel: shared.cancels.signal(&cancel),
             baseline,
+            transaction_pooled: target.transaction_pooled(),
             policy: session::SessionPolicyContext {
                 policies: shared.policies.clone(),
                 identity: identity.clone(),
@@ -731,35 +726,72 @@ impl Connection {
         };
         let started = Instant::now();
         let mut statements = 0;
-        let Upstream {
-            stream: upstream_stream,
-            buffer: upstream_buffer,
-            parameters: upstream_parameters,
-            key: upstream_key,
-        } = upstream;
-        let (end, mut client, reusable) = session::relay(
-            &context,
-            stream,
-            buffer,
-            upstream_stream,
-            upstream_buffer,
-            &mut statements,
-            &shared.shutdown,
-        )
-        .await;
+        let (end, mut client) = if target.transaction_pooled() {
+            // The connection the login used goes back at once; the session's link takes one
+            // per transaction.
+            let signing_key = target.signing_key().await;
+            let statements_pool = lease.into_pool_lease();
+            if let Some(pool) = statements_pool {
+                pool.give_back_clean(upstream);
+            } else {
+                upstream.terminate().await;
+            }
+            let pipe = crate::transaction_pool::start(crate::transaction_pool::Link {
+                target: target.clone(),
+                role: context.policy.request.role.clone(),
+                identity: identity.clone(),
+                parameters,
+                signing_key,
+                backend,
+                metrics: shared.metrics.clone(),
+            });
+            let (end, client, _) = session::relay(
+                &context,
+                stream,
+                buffer,
+                pipe,
+                BytesMut::new(),
+                &mut statements,
+                &shared.shutdown,
+            )
+            .await;
+            drop(cancel);
+            drop(registered);
+            (end, client)
+        } else {
+            let Upstream {
+                stream: upstream_stream,
+                buffer: upstream_buffer,
+                parameters: upstream_parameters,
+                key: upstream_key,
+                statements: upstream_statements,
+            } = upstream;
+            let (end, client, reusable) = session::relay(
+                &context,
+                stream,
+                buffer,
+                upstream_stream,
+                upstream_buffer,
+                &mut statements,
+                &shared.shutdown,
+            )
+            .await;
+            drop(cancel);
+            drop(registered);
+            lease.release(reusable.map(|(stream, buffer)| Upstream {
+                stream,
+                buffer,
+                parameters: upstream_parameters,
+                key: upstream_key,
+                statements: upstream_statements,
+            }));
+            (end, client)
+        };
         if let Some(detail) = end.detail() {
             tracing::warn!(client = %peer, reason = end.label(), detail, "session ended abnormally");
         }
         let _ = client.shutdown().await;
         let end_label = end.label();
-        drop(cancel);
-        drop(registered);
-        lease.release(reusable.map(|(stream, buffer)| Upstream {
-            stream,
-            buffer,
-            parameters: upstream_parameters,
-            key: upstream_key,
-        }));
         let mut event = events::session_end(
             &context.base_event,
             statements,
@@ -851,6 +883,34 @@ fn search_path_of(parameters: &[(String, String)]) -> Vec<String> {
 
 /// A server's SQLSTATE as one of the codes Postern forwards verbatim; anything else becomes a
 /// generic connection failure.
+/// What a client is told when no upstream connection could be had for `role` on `target`.
+pub(crate) fn upstream_refusal(target: &str, role: &str, error: &UpstreamError) -> Refused {
+    match error {
+        UpstreamError::PoolBusy { max } => Refused::new(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "pool_busy",
+            format!(
+                "all {max} connections to target \"{target}\" for role \"{role}\" are busy: \
+                 try again shortly (the operator can raise [targets.{target}.pool] \
+                 max_connections)"
+            ),
+        ),
+        UpstreamError::Server { code, message, .. } => Refused {
+            code: sqlstate_static(code),
+            reason: "upstream_refused",
+            message: format!("the database refused the session for role \"{role}\": {message}"),
+        },
+        _ => Refused::new(
+            sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+            "upstream_unavailable",
+            format!(
+                "Postern cannot reach the database of target \"{target}\"; the operator's log has \
+                 the details"
+            ),
+        ),
+    }
+}
+
 fn sqlstate_static(code: &str) -> &'static str {
     const PASSED_ON: &[&str] = &[
         sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,

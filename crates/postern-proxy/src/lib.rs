@@ -20,6 +20,8 @@
 //! - `metrics`: counters for `/metrics`.
 //! - `oauthbearer`: SASL OAUTHBEARER (RFC 7628), PostgreSQL 18's OAuth, for targets whose
 //!   `client_auth` asks for it.
+//! - `transaction_pool`: a session's link to the pool when it holds a server connection per
+//!   transaction (upkeep of its prepared statements, its identity applied per transaction).
 //! - `events`: the audit events' fields. `tls`: rustls configuration. `io`: boxed streams.
 
 pub mod approvals;
@@ -44,6 +46,7 @@ mod session;
 pub mod setup_db;
 mod target;
 mod tls;
+mod transaction_pool;
 mod upstream;
 
 use std::collections::BTreeMap;

@@ -234,6 +234,26 @@ impl Pool {
 }
 
 impl PoolLease {
+    /// Hands back a connection that needs no reset: with transaction pooling a connection is
+    /// returned between transactions, when everything the client did on it ended with its
+    /// transaction (what would outlive it is refused). A connection past its lifetime is closed
+    /// instead.
+    pub(crate) fn give_back_clean(self, upstream: Upstream) {
+        if self.created.elapsed() >= self.pool.config.max_lifetime {
+            tokio::spawn(upstream.terminate());
+            return;
+        }
+        self.pool
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Idle {
+                upstream,
+                created: self.created,
+                since: Instant::now(),
+            });
+    }
+
     /// Hands a connection whose session ended cleanly back to the pool, after resetting it off
     /// the session's path. The slot stays taken until the reset is done.
     pub(crate) fn give_back(self, upstream: Upstream) {

@@ -112,10 +112,7 @@ pub struct SessionContext {
     /// Who the session is and the policy set to decide its statements with.
     pub policy: SessionPolicyContext,
     /// Where to cancel the upstream backend's running statement when Postern ends the session.
-    pub upstream_cancel: (
-        Arc<crate::upstream::Endpoint>,
-        postern_wire::backend::BackendKeyData,
-    ),
+    pub upstream_cancel: (Arc<crate::upstream::Endpoint>, crate::cancel::BackendSlot),
     /// The target, whose admin login ends the backend of a session ended mid-statement.
     pub target: Arc<crate::Target>,
     /// This session in the registry of live sessions: its activity is reported there, and an
@@ -134,6 +131,9 @@ pub struct SessionContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// A service identity's baseline on this target; `None` for a person.
     pub baseline: Option<crate::baseline::SessionBaseline>,
+    /// The server connection is the client's only for a transaction at a time: what would
+    /// outlive a transaction on it is refused.
+    pub transaction_pooled: bool,
 }
 
 /// How long until `deadline`, zero if it has passed.
@@ -469,8 +469,8 @@ where
             let tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
             tracker.cycles_done < tracker.cycles_sent
         };
-        if busy {
-            let (endpoint, key) = &ctx.upstream_cancel;
+        let (endpoint, slot) = &ctx.upstream_cancel;
+        if busy && let Some(key) = slot.get() {
             let terminated = match end {
                 SessionEnd::Shutdown => false,
                 _ => match ctx.target.terminate_backend(key.process_id).await {
@@ -481,7 +481,7 @@ where
                     }
                 },
             };
-            if !terminated && let Err(error) = crate::upstream::cancel(endpoint, *key).await {
+            if !terminated && let Err(error) = crate::upstream::cancel(endpoint, key).await {
                 tracing::warn!(error = %error, "could not cancel the running statement of an ending session");
             }
         }
@@ -1270,6 +1270,14 @@ impl<'a> Frontend<'a> {
             }
         }
         self.check_prepared_bounds(analysis)?;
+        if self.ctx.transaction_pooled {
+            guard::check_transaction_pooling(analysis).map_err(|refusal| Denied {
+                reason: refusal.reason.label(),
+                message: refusal.message,
+                policies: Vec::new(),
+                detail: None,
+            })?;
+        }
         let view = policy_view(&mut self.view, self.ctx);
         let request = &self.request;
         let floor = GuardContext {

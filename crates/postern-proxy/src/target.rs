@@ -122,11 +122,35 @@ impl Target {
         identity: &Identity,
         parameters: &[(String, String)],
     ) -> Result<(Upstream, SessionLease), UpstreamError> {
-        let pooled = self.config.pool.mode == PoolMode::Session
+        let pooled = self.config.pool.mode != PoolMode::None
             && self.config.mode != UpstreamMode::EphemeralUser;
         if !pooled {
             return self.connect(role, identity, parameters).await;
         }
+        let (upstream, lease) = self.checkout(role, identity, parameters).await?;
+        Ok((
+            upstream,
+            SessionLease {
+                _ephemeral: None,
+                pool: Some(lease),
+            },
+        ))
+    }
+
+    /// Whether sessions on this target hold a server connection per transaction.
+    pub(crate) fn transaction_pooled(&self) -> bool {
+        self.config.pool.mode == PoolMode::Transaction
+            && self.config.mode != UpstreamMode::EphemeralUser
+    }
+
+    /// A connection from the pool of `role`'s upstream login (the role itself in `role_login`
+    /// mode, the shared session login in `set_role` mode).
+    pub(crate) async fn checkout(
+        &self,
+        role: &str,
+        identity: &Identity,
+        parameters: &[(String, String)],
+    ) -> Result<(Upstream, PoolLease), UpstreamError> {
         let user = match self.config.mode {
             UpstreamMode::SetRole => self.session_login().user.as_str(),
             _ => role,
@@ -143,13 +167,7 @@ impl Target {
                 CheckoutError::Busy { max } => UpstreamError::PoolBusy { max },
                 CheckoutError::Connect(error) => error,
             })?;
-        Ok((
-            checkout.upstream,
-            SessionLease {
-                _ephemeral: None,
-                pool: Some(checkout.lease),
-            },
-        ))
+        Ok((checkout.upstream, checkout.lease))
     }
 
     fn session_login(&self) -> &UpstreamLogin {
@@ -295,6 +313,12 @@ pub struct SessionLease {
 }
 
 impl SessionLease {
+    /// The pool slot, for a session that gives its connection back at once and takes one per
+    /// transaction from then on.
+    pub(crate) fn into_pool_lease(self) -> Option<PoolLease> {
+        self.pool
+    }
+
     /// Ends the session's hold. A connection the session left reusable goes back to its pool;
     /// without one (or without a pool) the slot is freed and the connection closed.
     pub(crate) fn release(self, reusable: Option<Upstream>) {

@@ -92,6 +92,8 @@ pub struct Upstream {
     pub parameters: Vec<(String, String)>,
     /// The server's own cancel key for this backend.
     pub key: BackendKeyData,
+    /// The statements transaction pooling keeps prepared on this connection.
+    pub statements: crate::transaction_pool::ServerStatements,
 }
 
 /// Who to log in as.
@@ -211,6 +213,7 @@ async fn connect_inner(endpoint: &Endpoint, login: &Login<'_>) -> Result<Upstrea
         buffer: reader.buffer,
         parameters: reported,
         key,
+        statements: Default::default(),
     })
 }
 

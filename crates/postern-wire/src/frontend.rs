@@ -206,6 +206,88 @@ pub fn encode_parse(statement: &str, sql: &str, out: &mut BytesMut) {
     patch_length(out, start);
 }
 
+/// Encodes a Parse of `statement` from the content of another Parse (see [`parse_content`]).
+pub fn encode_parse_content(statement: &str, content: &[u8], out: &mut BytesMut) {
+    let start = begin(out, PARSE);
+    put_cstr(out, statement);
+    out.put_slice(content);
+    patch_length(out, start);
+}
+
+/// Encodes a Bind of `statement` to the unnamed portal, with no parameters and text results.
+pub fn encode_bind_unnamed(statement: &str, out: &mut BytesMut) {
+    let start = begin(out, BIND);
+    put_cstr(out, "");
+    put_cstr(out, statement);
+    out.put_i16(0);
+    out.put_i16(0);
+    out.put_i16(0);
+    patch_length(out, start);
+}
+
+/// Encodes an Execute of `portal`, all rows.
+pub fn encode_execute(portal: &str, out: &mut BytesMut) {
+    let start = begin(out, EXECUTE);
+    put_cstr(out, portal);
+    out.put_i32(0);
+    patch_length(out, start);
+}
+
+/// Encodes a Close of a prepared statement (`b'S'`) or a portal (`b'P'`).
+pub fn encode_close(kind: u8, name: &str, out: &mut BytesMut) {
+    let start = begin(out, CLOSE);
+    out.put_u8(kind);
+    put_cstr(out, name);
+    patch_length(out, start);
+}
+
+/// What a Parse prepares, without its name: the SQL text and the parameter types, as sent. Two
+/// Parses with the same content prepare the same statement.
+pub fn parse_content(frame: &Frame) -> Result<&[u8], WireError> {
+    let body = frame.body();
+    let name_end = cstr_end(body, "Parse")?;
+    Ok(&body[name_end + 1..])
+}
+
+/// Re-encodes a client's Parse, Bind, Describe or Close with its prepared statement named
+/// `statement` instead, the rest of the message unchanged. Describe and Close of a portal, and
+/// every other message, are copied as they are.
+pub fn encode_renamed(frame: &Frame, statement: &str, out: &mut BytesMut) -> Result<(), WireError> {
+    let body = frame.body();
+    let (before, after) = match frame.tag() {
+        PARSE => (0, cstr_end(body, "Parse")?),
+        BIND => {
+            let portal_end = cstr_end(body, "Bind")?;
+            let statement_end = portal_end + 1 + cstr_end(&body[portal_end + 1..], "Bind")?;
+            (portal_end + 1, statement_end)
+        }
+        DESCRIBE | CLOSE if body.first() == Some(&b'S') => {
+            (1, 1 + cstr_end(&body[1..], "Describe or Close")?)
+        }
+        _ => {
+            out.put_slice(frame.raw());
+            return Ok(());
+        }
+    };
+    let start = begin(out, frame.tag());
+    out.put_slice(&body[..before]);
+    put_cstr(out, statement);
+    out.put_slice(&body[after + 1..]);
+    patch_length(out, start);
+    Ok(())
+}
+
+/// Where the NUL ending the string at the start of `bytes` is.
+fn cstr_end(bytes: &[u8], what: &'static str) -> Result<usize, WireError> {
+    bytes
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(WireError::Malformed {
+            what,
+            why: "unterminated string",
+        })
+}
+
 /// Encodes a cleartext or md5 PasswordMessage.
 pub fn encode_password(password: &str, out: &mut BytesMut) {
     let start = begin(out, PASSWORD);
@@ -249,6 +331,55 @@ pub fn frame_of(encoded: BytesMut) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renaming_keeps_everything_but_the_statement_name() {
+        let mut parse = BytesMut::new();
+        encode_parse("client_s1", "SELECT 1", &mut parse);
+        let parse = frame_of(parse);
+        let mut out = BytesMut::new();
+        encode_renamed(&parse, "postern_tx_7", &mut out).unwrap();
+        let renamed = frame_of(out);
+        let decoded = super::parse(&renamed).unwrap();
+        assert_eq!(decoded.statement, "postern_tx_7");
+        assert_eq!(decoded.sql, "SELECT 1");
+        assert_eq!(
+            parse_content(&renamed).unwrap(),
+            parse_content(&parse).unwrap()
+        );
+
+        let mut bind = BytesMut::new();
+        encode_bind_unnamed("client_s1", &mut bind);
+        let mut out = BytesMut::new();
+        encode_renamed(&frame_of(bind.clone()), "postern_tx_7", &mut out).unwrap();
+        let renamed = frame_of(out);
+        assert_eq!(bind_names(&renamed).unwrap(), ("", "postern_tx_7"));
+        assert_eq!(
+            renamed.body().len(),
+            frame_of(bind).body().len() - "client_s1".len() + "postern_tx_7".len()
+        );
+
+        let mut close = BytesMut::new();
+        encode_close(b'S', "client_s1", &mut close);
+        let mut out = BytesMut::new();
+        encode_renamed(&frame_of(close), "postern_tx_7", &mut out).unwrap();
+        assert_eq!(target(&frame_of(out)).unwrap(), (b'S', "postern_tx_7"));
+
+        let mut portal = BytesMut::new();
+        encode_close(b'P', "c1", &mut portal);
+        let mut out = BytesMut::new();
+        encode_renamed(&frame_of(portal), "postern_tx_7", &mut out).unwrap();
+        assert_eq!(target(&frame_of(out)).unwrap(), (b'P', "c1"));
+    }
+
+    #[test]
+    fn renaming_a_malformed_message_is_an_error() {
+        let mut out = BytesMut::new();
+        let broken = frame_of(BytesMut::from(&b"P\0\0\0\x07abc"[..]));
+        assert!(encode_renamed(&broken, "x", &mut out).is_err());
+        assert!(parse_content(&broken).is_err());
+    }
+
     use crate::FrameDecoder;
     use crate::frame::Side;
 

@@ -40,5 +40,6 @@ mod smoke;
 mod startup;
 mod token_exchange;
 mod tokens;
+mod transaction_pool;
 mod upstream;
 mod workload_identity;
