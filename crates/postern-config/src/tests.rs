@@ -191,3 +191,16 @@ fn no_issuer_may_take_postern_s_own_name() {
     assert!(error.contains("issuers.postern"), "{error}");
     assert!(error.contains("Postern's own issuer"), "{error}");
 }
+
+#[test]
+fn transaction_pooling_needs_a_shared_login() {
+    assert!(ephemeral_problems("pool = { mode = \"transaction\" }").is_empty());
+    let problems =
+        ephemeral_problems("mode = \"ephemeral_user\"\npool = { mode = \"transaction\" }");
+    assert!(
+        problems.len() == 1
+            && problems[0].starts_with("targets.demo.pool.mode: ")
+            && problems[0].contains("shared upstream login"),
+        "{problems:?}"
+    );
+}
