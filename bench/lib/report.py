@@ -23,6 +23,40 @@ WORKLOADS = {
 }
 
 
+
+def pool_paragraph(meta):
+    """What the two proxies are and how they pool, for the report's header."""
+    mode = meta.get("pool_mode", "session")
+    if mode == "transaction":
+        pgbouncer = (
+            f"- **direct**: pgbench to PostgreSQL. **pgbouncer**: PgBouncer in *transaction* "
+            f"pool mode (pool of {meta['pool_size']}), except the prepared rows: Debian's 1.18 "
+            "cannot keep prepared statements in transaction mode, so those use a session-mode "
+            f"database (pool of {meta['session_pool']}). "
+        )
+        postern = (
+            f"with **transaction pooling** (pool of {meta['pool_size']}) in every row, the "
+            "prepared ones included: a client holds a server connection per transaction, and "
+            "Postern applies its signed claims transaction-locally at the start of each one."
+        )
+    else:
+        pgbouncer = (
+            "- **direct**: pgbench to PostgreSQL. **pgbouncer**: PgBouncer in *session* pool "
+            f"mode (pool of {meta['pgbouncer_pool']}). "
+        )
+        postern = (
+            "with **session pooling** (a client holds a server connection for its session; it "
+            "is reset and reused by the next client)."
+        )
+    return (
+        pgbouncer
+        + "**postern**: Postern with token authentication (an RS256 JWT as the password, its "
+        "signature verified against a JWKS), Cedar policy (defaults plus one permit file) on "
+        "every statement, and the JSON-lines audit log, in `role_login` mode with signed claims "
+        "(`postern setup-db`), "
+        + postern
+    )
+
 def number(text):
     try:
         return float(text)
@@ -136,14 +170,7 @@ def markdown(meta, summary, idle):
         add("**Quick mode: a check of the script, not a measurement.**")
     add("")
     add(
-        "- **direct**: pgbench to PostgreSQL. **pgbouncer**: PgBouncer in *session* pool mode "
-        f"(pool of {meta['pgbouncer_pool']}); Debian's 1.18 cannot keep prepared statements in "
-        "transaction mode, so every row, the prepared ones included, uses session mode. "
-        "**postern**: Postern with token authentication (an RS256 JWT as the password, its "
-        "signature verified against a JWKS), Cedar policy (defaults plus one permit file) on "
-        "every statement, and the JSON-lines audit log, in `role_login` mode with signed claims "
-        "(`postern setup-db`), with **session pooling** (a client holds a server connection for "
-        "its session; it is reset and reused by the next client)."
+        pool_paragraph(meta)
     )
     add(
         f"- All three take TLS (`sslmode=require`, the same self-signed P-256 certificate) and a "
@@ -220,8 +247,10 @@ def markdown(meta, summary, idle):
             "size (PSS, shared pages divided among the processes sharing them) of the "
             "postmaster and all its backends, divided by the same number. For direct, that is "
             "the cost of a backend per client; PgBouncer holds idle clients without a server "
-            "connection; Postern's session pool takes a server connection at login, so PostgreSQL "
-            "holds one backend per idle client."
+            + ("connection; Postern's session pool takes a server connection at login, so "
+               "PostgreSQL holds one backend per idle client."
+               if meta.get("pool_mode", "session") == "session" else
+               "connection, and so does Postern in transaction mode.")
         )
         add("")
         add(
@@ -294,8 +323,9 @@ def chart(path, meta, summary):
     top.set_yscale("log")
     top.set_ylabel("transactions per second (log scale)")
     top.set_title(
-        f"pgbench through direct, PgBouncer {meta['pgbouncer']} (session mode) and Postern "
-        f"(TLS, token, policy, audit; no pool yet): medians of {meta['rounds']} round(s)"
+        f"pgbench through direct, PgBouncer {meta['pgbouncer']} and Postern "
+        f"({meta.get('pool_mode', 'session')} pooling; Postern with TLS, token, policy, audit): "
+        f"medians of {meta['rounds']} round(s)"
         + (" (quick mode)" if meta.get("quick") else "")
     , fontsize=10)
     top.legend()
