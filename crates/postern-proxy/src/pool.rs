@@ -82,7 +82,8 @@ pub(crate) enum CheckoutError {
     Connect(#[from] UpstreamError),
 }
 
-struct Pool {
+/// The connections of one upstream login with one set of startup parameters.
+pub(crate) struct Pool {
     key: PoolKey,
     config: PoolConfig,
     slots: Arc<Semaphore>,
@@ -103,7 +104,9 @@ impl Pools {
         }
     }
 
-    fn pool(&self, key: PoolKey) -> Arc<Pool> {
+    /// The pool for `key`, made on first use. A session that checks out often (one per
+    /// transaction) keeps it rather than look it up each time.
+    pub(crate) fn pool(&self, key: PoolKey) -> Arc<Pool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(pools.entry(key.clone()).or_insert_with(|| {
             Arc::new(Pool {
@@ -115,28 +118,61 @@ impl Pools {
         }))
     }
 
-    /// A connection for `key`: an idle one if there is one that is still good, else a new one
-    /// from `connect`. Waits for a free slot up to the configured checkout timeout.
+    /// Closes idle connections past their idle timeout (down to `min_idle`) or lifetime.
+    pub(crate) async fn prune(&self) {
+        let pools: Vec<Arc<Pool>> = {
+            let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+            pools.values().cloned().collect()
+        };
+        for pool in pools {
+            for upstream in pool.expired() {
+                upstream.terminate().await;
+            }
+        }
+    }
+
+    /// Closes every idle connection (at shutdown).
+    pub(crate) async fn close_idle(&self) {
+        let pools: Vec<Arc<Pool>> = {
+            let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+            pools.values().cloned().collect()
+        };
+        for pool in pools {
+            let idle =
+                std::mem::take(&mut *pool.idle.lock().unwrap_or_else(PoisonError::into_inner));
+            for idle in idle {
+                idle.upstream.terminate().await;
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// A connection: an idle one if there is one that is still good, else a new one from
+    /// `connect`. Waits for a free slot up to the configured checkout timeout.
     pub(crate) async fn checkout<F, Fut>(
-        &self,
-        key: PoolKey,
+        self: &Arc<Self>,
         connect: F,
     ) -> Result<Checkout, CheckoutError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Upstream, UpstreamError>>,
     {
-        let pool = self.pool(key);
-        let permit = tokio::time::timeout(
-            pool.config.checkout_timeout,
-            Arc::clone(&pool.slots).acquire_owned(),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or(CheckoutError::Busy {
-            max: pool.config.max_connections,
-        })?;
+        let pool = Arc::clone(self);
+        // A free slot is taken at once; only a full pool pays for a timer.
+        let permit = match Arc::clone(&pool.slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout(
+                pool.config.checkout_timeout,
+                Arc::clone(&pool.slots).acquire_owned(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(CheckoutError::Busy {
+                max: pool.config.max_connections,
+            })?,
+        };
         while let Some(idle) = pool.take_idle() {
             if idle.created.elapsed() >= pool.config.max_lifetime {
                 idle.upstream.terminate().await;
@@ -173,36 +209,6 @@ impl Pools {
         })
     }
 
-    /// Closes idle connections past their idle timeout (down to `min_idle`) or lifetime.
-    pub(crate) async fn prune(&self) {
-        let pools: Vec<Arc<Pool>> = {
-            let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-            pools.values().cloned().collect()
-        };
-        for pool in pools {
-            for upstream in pool.expired() {
-                upstream.terminate().await;
-            }
-        }
-    }
-
-    /// Closes every idle connection (at shutdown).
-    pub(crate) async fn close_idle(&self) {
-        let pools: Vec<Arc<Pool>> = {
-            let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-            pools.values().cloned().collect()
-        };
-        for pool in pools {
-            let idle =
-                std::mem::take(&mut *pool.idle.lock().unwrap_or_else(PoisonError::into_inner));
-            for idle in idle {
-                idle.upstream.terminate().await;
-            }
-        }
-    }
-}
-
-impl Pool {
     /// The most recently returned idle connection: its caches are the warmest.
     fn take_idle(&self) -> Option<Idle> {
         self.idle

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use crate::claims::SigningKey;
 use crate::ephemeral::{EphemeralLease, EphemeralRoles};
 use crate::error::{SetupError, UpstreamError};
-use crate::pool::{CheckoutError, PoolKey, PoolLease, Pools};
+use crate::pool::{CheckoutError, Pool, PoolKey, PoolLease, Pools};
 use crate::tls;
 use crate::upstream::{self, Endpoint, Login, Upstream, quote_ident, quote_literal};
 
@@ -143,21 +143,37 @@ impl Target {
             && self.config.mode != UpstreamMode::EphemeralUser
     }
 
-    /// A connection from the pool of `role`'s upstream login (the role itself in `role_login`
-    /// mode, the shared session login in `set_role` mode).
+    /// A connection from the pool of `role`'s upstream login (see [`Self::pool_for`]).
     pub(crate) async fn checkout(
         &self,
         role: &str,
         identity: &Identity,
         parameters: &[(String, String)],
     ) -> Result<(Upstream, PoolLease), UpstreamError> {
+        let pool = self.pool_for(role, parameters);
+        self.checkout_from(&pool, role, identity, parameters).await
+    }
+
+    /// The pool of `role`'s upstream login: the role itself in `role_login` mode, the shared
+    /// session login in `set_role` mode.
+    pub(crate) fn pool_for(&self, role: &str, parameters: &[(String, String)]) -> Arc<Pool> {
         let user = match self.config.mode {
             UpstreamMode::SetRole => self.session_login().user.as_str(),
             _ => role,
         };
-        let checkout = self
-            .pools
-            .checkout(PoolKey::new(user, parameters), || async {
+        self.pools.pool(PoolKey::new(user, parameters))
+    }
+
+    /// A connection from `pool`, which [`Self::pool_for`] gave for the same role and parameters.
+    pub(crate) async fn checkout_from(
+        &self,
+        pool: &Arc<Pool>,
+        role: &str,
+        identity: &Identity,
+        parameters: &[(String, String)],
+    ) -> Result<(Upstream, PoolLease), UpstreamError> {
+        let checkout = pool
+            .checkout(|| async {
                 self.connect(role, identity, parameters)
                     .await
                     .map(|(upstream, _)| upstream)

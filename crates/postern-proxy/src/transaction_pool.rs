@@ -44,7 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use crate::cancel::BackendSlot;
 use crate::claims::SigningKey;
 use crate::io::BoxedStream;
-use crate::pool::PoolLease;
+use crate::pool::{Pool, PoolLease};
 use crate::target::Target;
 use crate::upstream::{Upstream, quote_literal};
 
@@ -59,6 +59,10 @@ const ABSENT_STATEMENT: &str = "postern_tx_absent";
 /// Past this many statements a connection closes them all at its next checkout and prepares
 /// again what its clients use.
 const MAX_SERVER_STATEMENTS: usize = 1000;
+
+/// Preludes a session keeps, one per backend it met; more than a pool holds means the pool
+/// turned over, and they are made again.
+const MAX_PRELUDES: usize = 64;
 
 /// Bytes the pipe between relay and link buffers each way.
 const PIPE_CAPACITY: usize = 64 * 1024;
@@ -100,7 +104,8 @@ pub(crate) struct Link {
 /// Starts a session's link and returns the relay's end of the pipe.
 pub(crate) fn start(link: Link) -> DuplexStream {
     let (relay_end, link_end) = tokio::io::duplex(PIPE_CAPACITY);
-    tokio::spawn(run(link, link_end));
+    let pool = link.target.pool_for(&link.role, &link.parameters);
+    tokio::spawn(run(link, pool, link_end));
     relay_end
 }
 
@@ -143,6 +148,10 @@ enum LinkError {
 
 struct Session {
     link: Link,
+    pool: Arc<Pool>,
+    /// The prelude as sent, by the backend pid its claims are signed for: a session meets the
+    /// same few connections again and again.
+    preludes: HashMap<i32, Bytes>,
     /// The client's named statements, by name: the content of their Parse.
     statements: HashMap<String, Bytes>,
     attached: Option<Attached>,
@@ -158,10 +167,12 @@ enum Event {
     RelayWrote(std::io::Result<usize>),
 }
 
-async fn run(link: Link, pipe: DuplexStream) {
+async fn run(link: Link, pool: Arc<Pool>, pipe: DuplexStream) {
     let (mut from_relay, mut to_relay) = tokio::io::split(pipe);
     let mut session = Session {
         link,
+        pool,
+        preludes: HashMap::new(),
         statements: HashMap::new(),
         attached: None,
         discarding: false,
@@ -413,7 +424,7 @@ impl Session {
         let link = &self.link;
         let (upstream, lease) = link
             .target
-            .checkout(&link.role, &link.identity, &link.parameters)
+            .checkout_from(&self.pool, &link.role, &link.identity, &link.parameters)
             .await
             .map_err(|error| {
                 tracing::warn!(target = %link.target.name, role = %link.role, error = %error, "no server connection for a transaction");
@@ -456,30 +467,26 @@ impl Session {
             None
         };
 
-        let mut settings = Vec::new();
-        if link.target.config.mode == postern_config::UpstreamMode::SetRole {
-            settings.push(format!(
-                "set_config('role', {}, true)",
-                quote_literal(&link.role)
-            ));
-        }
-        if let Some(signing_key) = &link.signing_key {
-            let claims = signing_key.sign(&link.identity, key.process_id);
-            settings.push(format!(
-                "set_config('postern.claims', {}, true)",
-                quote_literal(&claims)
-            ));
-        }
-        let prelude_left = if settings.is_empty() {
-            // Nothing to apply; still drop any unnamed statement an earlier client left.
-            frontend::encode_close(b'S', "", out);
-            1
-        } else {
-            frontend::encode_parse("", &format!("SELECT {}", settings.join(", ")), out);
-            frontend::encode_bind_unnamed("", out);
-            frontend::encode_execute("", out);
+        let prelude = match self.preludes.get(&key.process_id) {
+            Some(prelude) => prelude.clone(),
+            None => {
+                if self.preludes.len() >= MAX_PRELUDES {
+                    self.preludes.clear();
+                }
+                let prelude = prelude_for(link, key.process_id);
+                self.preludes.insert(key.process_id, prelude.clone());
+                prelude
+            }
+        };
+        out.extend_from_slice(&prelude);
+        let prelude_left = if link.target.config.mode == postern_config::UpstreamMode::SetRole
+            || link.signing_key.is_some()
+        {
             // ParseComplete, BindComplete, DataRow, CommandComplete.
             4
+        } else {
+            // CloseComplete.
+            1
         };
         link.backend.set(Some(key));
         Ok(Attached {
@@ -597,6 +604,34 @@ impl Attached {
         };
         (upstream, self.lease)
     }
+}
+
+/// The prelude for backend `pid`: the identity's settings, transaction-locally. With nothing to
+/// set it still closes the unnamed statement, which may be an earlier client's.
+fn prelude_for(link: &Link, pid: i32) -> Bytes {
+    let mut settings = Vec::new();
+    if link.target.config.mode == postern_config::UpstreamMode::SetRole {
+        settings.push(format!(
+            "set_config('role', {}, true)",
+            quote_literal(&link.role)
+        ));
+    }
+    if let Some(signing_key) = &link.signing_key {
+        let claims = signing_key.sign(&link.identity, pid);
+        settings.push(format!(
+            "set_config('postern.claims', {}, true)",
+            quote_literal(&claims)
+        ));
+    }
+    let mut out = BytesMut::new();
+    if settings.is_empty() {
+        frontend::encode_close(b'S', "", &mut out);
+    } else {
+        frontend::encode_parse("", &format!("SELECT {}", settings.join(", ")), &mut out);
+        frontend::encode_bind_unnamed("", &mut out);
+        frontend::encode_execute("", &mut out);
+    }
+    out.freeze()
 }
 
 /// The name on the attached connection of the client's statement `statement`.

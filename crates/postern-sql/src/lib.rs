@@ -8,7 +8,9 @@
 //!
 //! # Layout
 //!
-//! - [`Classifier`] (`cache.rs`): the entry point, an LRU cache of analyses keyed by exact text.
+//! - [`Classifier`] (`cache.rs`): the entry point, an LRU cache of analyses keyed by exact text,
+//!   and one of plain reads and writes keyed by shape (`shape.rs`: the text with its plain
+//!   constants replaced).
 //! - `limits.rs`: keeps hostile texts (too long, too deep) away from libpg_query.
 //! - `classify.rs`: parse, then walk every node of every statement and gather [`StatementFacts`].
 //! - `walk/`: the complete tree walk, generated from pg_query's protobuf definitions.
@@ -28,6 +30,7 @@ mod functions;
 mod limits;
 mod redact;
 mod session_scoped;
+mod shape;
 mod walk;
 
 pub use cache::{Classifier, MAX_CACHED_SQL_LEN};

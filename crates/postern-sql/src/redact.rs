@@ -36,7 +36,7 @@ pub fn redact(sql: &str) -> String {
 /// or sits in a `scheme://user:password@host` URI, so a text with neither cannot hold one and
 /// is not scanned: most statements, and scanning costs as much as a third of parsing. A text
 /// that does not scan is logged whole here too, since it holds nothing that would be masked.
-fn may_hold_secret(sql: &str) -> bool {
+pub(crate) fn may_hold_secret(sql: &str) -> bool {
     const WORD: &[u8] = b"password";
     sql.contains("://")
         || sql
