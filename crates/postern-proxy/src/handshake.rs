@@ -37,7 +37,9 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let mut conn = Connection {
         shared: shared.clone(),
         stream: Box::new(tcp),
-        buffer: BytesMut::with_capacity(8192),
+        // Grown as messages need; an idle session keeps whatever it holds, and most sessions
+        // are idle most of the time.
+        buffer: BytesMut::with_capacity(1024),
         peer,
         tls: false,
         client_certificate: None,

@@ -181,7 +181,7 @@ impl Pool {
             let mut upstream = idle.upstream;
             if idle.since.elapsed() >= pool.config.health_check_after
                 && !matches!(
-                    tokio::time::timeout(RESET_TIMEOUT, upstream.simple_query("")).await,
+                    tokio::time::timeout(RESET_TIMEOUT, Box::pin(upstream.simple_query(""))).await,
                     Ok(Ok(_))
                 )
             {
@@ -198,7 +198,9 @@ impl Pool {
                 },
             });
         }
-        let upstream = connect().await?;
+        // Boxed, like the health check: a login's state is large, and inline it would be part
+        // of the future of every transaction-pooled session, idle or not.
+        let upstream = Box::pin(connect()).await?;
         Ok(Checkout {
             upstream,
             lease: PoolLease {

@@ -769,7 +769,9 @@ impl<'a> Frontend<'a> {
                         upstream.write_all(&out).await.map_err(SessionEnd::Io)?;
                         out.clear();
                     }
-                    let resolved = self.hold(*held, client, buffer).await?;
+                    // Boxed: a wait for approval is rare, and inline its state would sit in every
+                    // session's future for as long as the session lasts.
+                    let resolved = Box::pin(self.hold(*held, client, buffer)).await?;
                     let mut tracker = self.tracker();
                     match resolved {
                         hold::Resolved::Forward { frame, id, simple } => {
