@@ -271,9 +271,9 @@ def markdown(meta, summary, idle):
         add(
             f"Requested: {meta.get('idle_requested', 'n/a'):,} connections per target. "
             + (meta.get("idle_note") or "")
-            + f" Open-files limit here: {meta['open_files_limit']:,}; Postern needs two "
-            "descriptors per client (its own and the upstream one), which bounds how many it "
-            "can hold."
+            + f" Open-files limit here: {meta['open_files_limit']:,}; the script allows for "
+            "two descriptors per Postern client (its own and, in session mode, the upstream "
+            "one), which bounds how many it holds."
         )
     add("")
     return "\n".join(lines)
