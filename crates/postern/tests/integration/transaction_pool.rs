@@ -363,7 +363,45 @@ async fn cancel_reaches_the_backend_in_use(mode: UpstreamMode) {
     client.simple_query("SELECT 1").await.unwrap();
 }
 
+/// Another client's statements on the shared connection are out of reach: a Bind naming
+/// Postern's server-side names runs nothing, and SQL-level `EXECUTE` is refused. (Both clients
+/// send the same startup parameters, so they share one pool and its one connection.)
+async fn another_clients_statements_are_out_of_reach(mode: UpstreamMode) {
+    use crate::common::{RawClient, bind_execute, cycle, parse};
+    let stack = transaction_stack(mode, |pool| pool.max_connections = 1).await;
+    let [(a_role, a_token, _), (b_role, b_token, _)] = two_identities(&stack, mode);
+    let (mut a, _) = RawClient::login(stack.addr, a_role, &a_token).await;
+    let (errors, _) = cycle(&mut a, parse("mine", "SELECT 'secret of a'::text")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    // Run in a transaction of its own: the statement is prepared again under the connection's
+    // lasting name.
+    let (errors, value) = cycle(&mut a, bind_execute("mine")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(value.as_deref(), Some("secret of a"));
+
+    let (mut b, _) = RawClient::login(stack.addr, b_role, &b_token).await;
+    for n in 1..=8 {
+        let name = format!("postern_tx_{n}");
+        let (errors, value) = cycle(&mut b, bind_execute(&name)).await;
+        assert_eq!(value, None, "{name} ran another client's statement");
+        assert_eq!(errors, ["26000"], "{name}");
+    }
+    let error = stack
+        .connect(b_role, &b_token)
+        .await
+        .unwrap()
+        .simple_query("EXECUTE postern_tx_1")
+        .await
+        .unwrap_err();
+    assert_db_error(&error, "42501", "SQL-level EXECUTE");
+    // The owner's statement still works.
+    let (errors, value) = cycle(&mut a, bind_execute("mine")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(value.as_deref(), Some("secret of a"));
+}
+
 both_modes!(
+    another_clients_statements_are_out_of_reach,
     identities_interleave_on_one_server_connection,
     prepared_statements_follow_the_client,
     pgbench_runs_through_transaction_pooling,
