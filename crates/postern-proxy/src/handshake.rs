@@ -732,8 +732,7 @@ impl Connection {
             // The connection the login used goes back at once; the session's link takes one
             // per transaction.
             let signing_key = target.signing_key().await;
-            let statements_pool = lease.into_pool_lease();
-            if let Some(pool) = statements_pool {
+            if let Some(pool) = lease.into_pool_lease() {
                 pool.give_back_clean(upstream);
             } else {
                 upstream.terminate().await;

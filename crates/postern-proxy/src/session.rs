@@ -169,6 +169,18 @@ struct Denied {
     detail: Option<String>,
 }
 
+/// The guard's refusals are decided by no policy.
+impl From<Refusal> for Denied {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            reason: refusal.reason.label(),
+            message: refusal.message,
+            policies: Vec::new(),
+            detail: None,
+        }
+    }
+}
+
 /// A statement forwarded and not yet finished.
 struct InFlight {
     id: u64,
@@ -1273,12 +1285,7 @@ impl<'a> Frontend<'a> {
         }
         self.check_prepared_bounds(analysis)?;
         if self.ctx.transaction_pooled {
-            guard::check_transaction_pooling(analysis).map_err(|refusal| Denied {
-                reason: refusal.reason.label(),
-                message: refusal.message,
-                policies: Vec::new(),
-                detail: None,
-            })?;
+            guard::check_transaction_pooling(analysis).map_err(Denied::from)?;
         }
         let view = policy_view(&mut self.view, self.ctx);
         let request = &self.request;
@@ -1302,19 +1309,9 @@ impl<'a> Frontend<'a> {
                 may_raw: grants(PolicyAction::Raw),
             };
             if lifted == floor {
-                return Err(Denied {
-                    reason: refusal.reason.label(),
-                    message: refusal.message,
-                    policies: Vec::new(),
-                    detail: None,
-                });
+                return Err(refusal.into());
             }
-            guard::check(analysis, &lifted).map_err(|refusal| Denied {
-                reason: refusal.reason.label(),
-                message: refusal.message,
-                policies: Vec::new(),
-                detail: None,
-            })?;
+            guard::check(analysis, &lifted).map_err(Denied::from)?;
         }
         let (mut allowed, mut approvals) =
             match view

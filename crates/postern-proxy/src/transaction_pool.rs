@@ -31,7 +31,7 @@
 //! prepares nothing more. A name the client never prepared is passed on as the client wrote it
 //! (no server statement is ever named that way), so the server's error names it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -118,8 +118,9 @@ struct Attached {
     key: BackendKeyData,
     statements: ServerStatements,
     lease: PoolLease,
-    /// The upkeep cycle whose replies are still to come.
-    upkeep: Option<Upkeep>,
+    /// The upkeep cycle's Parses not yet answered, in order, with the content each prepares;
+    /// `None` once the cycle's ReadyForQuery came (or when there was no upkeep).
+    upkeep: Option<VecDeque<(Bytes, String)>>,
     /// Replies of the prelude still to come.
     prelude_left: usize,
     /// The client's statement names used in this transaction, and their names here.
@@ -128,13 +129,6 @@ struct Attached {
     cycles_answered: u64,
     /// A message was sent after the last Sync, Query or FunctionCall: a reply is still owed.
     open_cycle: bool,
-}
-
-#[derive(Default)]
-struct Upkeep {
-    closes: usize,
-    /// The Parses sent and not yet answered, in order, with the content each prepares.
-    parses: VecDeque<(Bytes, String)>,
 }
 
 /// Why the link ends the session.
@@ -151,7 +145,7 @@ struct Session {
     pool: Arc<Pool>,
     /// The prelude as sent, by the backend pid its claims are signed for: a session meets the
     /// same few connections again and again.
-    preludes: HashMap<i32, Bytes>,
+    preludes: HashMap<i32, Prelude>,
     /// The client's named statements, by name: the content of their Parse.
     statements: HashMap<String, Bytes>,
     attached: Option<Attached>,
@@ -207,14 +201,12 @@ async fn run(link: Link, pool: Arc<Pool>, pipe: DuplexStream) {
             Event::Relay(Ok(0) | Err(_)) => break,
             Event::Relay(Ok(_)) => {}
             Event::Server(Ok(0) | Err(_)) => {
-                let mut report = BytesMut::new();
                 Report::new(
                     Severity::Fatal,
                     sqlstate::CONNECTION_FAILURE,
                     "the database closed the server connection in the middle of a transaction",
                 )
-                .encode(&mut report);
-                relay_out.extend_from_slice(&report);
+                .encode(&mut relay_out);
                 session.attached = None;
                 break;
             }
@@ -440,54 +432,40 @@ impl Session {
         } = upstream;
         let (read, write) = tokio::io::split(stream);
 
-        let mut upkeep = Upkeep::default();
+        let upkeep_start = out.len();
         if statements.by_content.len() > MAX_SERVER_STATEMENTS {
             let held = std::mem::take(&mut statements.by_content);
             statements.unused.extend(held.into_values());
         }
         for name in statements.unused.drain(..) {
             frontend::encode_close(b'S', &name, out);
-            upkeep.closes += 1;
         }
-        let mut planned = HashSet::new();
+        let mut parses = VecDeque::new();
         for content in self.statements.values() {
-            if statements.by_content.contains_key(content) || !planned.insert(content) {
+            // Also skips a content two of the client's names share, once it is planned here.
+            if statements.by_content.contains_key(content) {
                 continue;
             }
             let name = statements.fresh_name();
             frontend::encode_parse_content(&name, content, out);
             // Counted as held already: the client's messages that follow in this write name it.
             statements.by_content.insert(content.clone(), name.clone());
-            upkeep.parses.push_back((content.clone(), name));
+            parses.push_back((content.clone(), name));
         }
-        let upkeep = if upkeep.closes > 0 || !upkeep.parses.is_empty() {
+        let upkeep = (out.len() > upkeep_start).then(|| {
             frontend::encode_sync(out);
-            Some(upkeep)
-        } else {
-            None
-        };
+            parses
+        });
 
-        let prelude = match self.preludes.get(&key.process_id) {
-            Some(prelude) => prelude.clone(),
-            None => {
-                if self.preludes.len() >= MAX_PRELUDES {
-                    self.preludes.clear();
-                }
-                let prelude = prelude_for(link, key.process_id);
-                self.preludes.insert(key.process_id, prelude.clone());
-                prelude
-            }
-        };
-        out.extend_from_slice(&prelude);
-        let prelude_left = if link.target.config.mode == postern_config::UpstreamMode::SetRole
-            || link.signing_key.is_some()
-        {
-            // ParseComplete, BindComplete, DataRow, CommandComplete.
-            4
-        } else {
-            // CloseComplete.
-            1
-        };
+        if self.preludes.len() >= MAX_PRELUDES && !self.preludes.contains_key(&key.process_id) {
+            self.preludes.clear();
+        }
+        let prelude = self
+            .preludes
+            .entry(key.process_id)
+            .or_insert_with(|| Prelude::for_backend(link, key.process_id));
+        out.extend_from_slice(&prelude.messages);
+        let prelude_left = prelude.replies;
         link.backend.set(Some(key));
         Ok(Attached {
             read,
@@ -518,26 +496,20 @@ impl Session {
         };
         if frame.tag() == backend::PARAMETER_STATUS {
             let (name, value) = backend::parameter_status(frame)?;
-            match attached.parameters.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => value.clone_into(&mut slot.1),
-                None => attached
-                    .parameters
-                    .push((name.to_owned(), value.to_owned())),
-            }
+            crate::upstream::record_parameter(&mut attached.parameters, name, value);
             relay_out.extend_from_slice(frame.raw());
             return Ok(false);
         }
-        if let Some(upkeep) = attached.upkeep.as_mut() {
+        if let Some(parses) = attached.upkeep.as_mut() {
             match frame.tag() {
-                backend::CLOSE_COMPLETE => upkeep.closes = upkeep.closes.saturating_sub(1),
                 backend::PARSE_COMPLETE => {
-                    upkeep.parses.pop_front();
+                    parses.pop_front();
                 }
                 backend::ERROR_RESPONSE => {
                     // The rest of the upkeep is skipped: what it would have prepared is not held
                     // (a client's Bind of it gets the server's error) and is tried again at a
                     // later checkout.
-                    for (content, _) in upkeep.parses.drain(..) {
+                    for (content, _) in parses.drain(..) {
                         attached.statements.by_content.remove(&content);
                     }
                     let fields = backend::error_fields(frame)?;
@@ -606,32 +578,49 @@ impl Attached {
     }
 }
 
-/// The prelude for backend `pid`: the identity's settings, transaction-locally. With nothing to
-/// set it still closes the unnamed statement, which may be an earlier client's.
-fn prelude_for(link: &Link, pid: i32) -> Bytes {
-    let mut settings = Vec::new();
-    if link.target.config.mode == postern_config::UpstreamMode::SetRole {
-        settings.push(format!(
-            "set_config('role', {}, true)",
-            quote_literal(&link.role)
-        ));
+/// The messages that apply the identity to a backend, transaction-locally, and how many replies
+/// they draw.
+struct Prelude {
+    messages: Bytes,
+    replies: usize,
+}
+
+impl Prelude {
+    /// The prelude for backend `pid`: the identity's settings, its claims signed for that pid.
+    /// With nothing to set it still closes the unnamed statement, which may be an earlier
+    /// client's.
+    fn for_backend(link: &Link, pid: i32) -> Self {
+        let mut settings = Vec::new();
+        if link.target.config.mode == postern_config::UpstreamMode::SetRole {
+            settings.push(format!(
+                "set_config('role', {}, true)",
+                quote_literal(&link.role)
+            ));
+        }
+        if let Some(signing_key) = &link.signing_key {
+            let claims = signing_key.sign(&link.identity, pid);
+            settings.push(format!(
+                "set_config('postern.claims', {}, true)",
+                quote_literal(&claims)
+            ));
+        }
+        let mut out = BytesMut::new();
+        let replies = if settings.is_empty() {
+            frontend::encode_close(b'S', "", &mut out);
+            // CloseComplete.
+            1
+        } else {
+            frontend::encode_parse("", &format!("SELECT {}", settings.join(", ")), &mut out);
+            frontend::encode_bind_unnamed("", &mut out);
+            frontend::encode_execute("", &mut out);
+            // ParseComplete, BindComplete, DataRow, CommandComplete.
+            4
+        };
+        Self {
+            messages: out.freeze(),
+            replies,
+        }
     }
-    if let Some(signing_key) = &link.signing_key {
-        let claims = signing_key.sign(&link.identity, pid);
-        settings.push(format!(
-            "set_config('postern.claims', {}, true)",
-            quote_literal(&claims)
-        ));
-    }
-    let mut out = BytesMut::new();
-    if settings.is_empty() {
-        frontend::encode_close(b'S', "", &mut out);
-    } else {
-        frontend::encode_parse("", &format!("SELECT {}", settings.join(", ")), &mut out);
-        frontend::encode_bind_unnamed("", &mut out);
-        frontend::encode_execute("", &mut out);
-    }
-    out.freeze()
 }
 
 /// The name on the attached connection of the client's statement `statement`.

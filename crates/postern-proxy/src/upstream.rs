@@ -96,6 +96,14 @@ pub struct Upstream {
     pub statements: crate::transaction_pool::ServerStatements,
 }
 
+/// Records a ParameterStatus in `parameters`, replacing the earlier value.
+pub(crate) fn record_parameter(parameters: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match parameters.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => value.clone_into(&mut slot.1),
+        None => parameters.push((name.to_owned(), value.to_owned())),
+    }
+}
+
 /// Who to log in as.
 pub struct Login<'a> {
     pub user: &'a str,
@@ -284,10 +292,7 @@ impl Upstream {
 
     /// Records a ParameterStatus the server sent, replacing the earlier value.
     pub fn set_parameter(&mut self, name: &str, value: &str) {
-        match self.parameters.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => value.clone_into(&mut slot.1),
-            None => self.parameters.push((name.to_owned(), value.to_owned())),
-        }
+        record_parameter(&mut self.parameters, name, value);
     }
 
     /// Ends the connection politely.

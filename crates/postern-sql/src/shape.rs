@@ -32,12 +32,12 @@ pub(crate) fn shape(sql: &str) -> Option<String> {
                 if previous.is_some_and(|p| is_identifier_byte(p) || p == b'&') {
                     return None;
                 }
-                i = string_end(bytes, i)?;
+                i = quoted_end(bytes, i)?;
                 out.push_str(STRING);
                 continue;
             }
             b'"' => {
-                let end = quoted_identifier_end(bytes, i)?;
+                let end = quoted_end(bytes, i)?;
                 out.push_str(&sql[i..end]);
                 i = end;
                 continue;
@@ -81,25 +81,15 @@ fn is_identifier_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$'
 }
 
-/// Past the standard string starting at `start` (`''` inside is a quote).
-fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+/// Past the quoted run starting at `start` — a standard string (`'`) or a quoted identifier
+/// (`"`) — in which a doubled quote stands for itself.
+fn quoted_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let quote = bytes[start];
     let mut i = start + 1;
     loop {
-        match bytes.get(i)? {
-            b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
-            b'\'' => return Some(i + 1),
-            _ => i += 1,
-        }
-    }
-}
-
-/// Past the quoted identifier starting at `start` (`""` inside is a quote).
-fn quoted_identifier_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let mut i = start + 1;
-    loop {
-        match bytes.get(i)? {
-            b'"' if bytes.get(i + 1) == Some(&b'"') => i += 2,
-            b'"' => return Some(i + 1),
+        match *bytes.get(i)? {
+            b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
+            b if b == quote => return Some(i + 1),
             _ => i += 1,
         }
     }
