@@ -118,22 +118,26 @@ impl Serialize for Redacted<'_> {
     }
 }
 
-/// Encodes one event as a complete line (with its trailing newline), after dropping reserved
-/// fields and redacting secrets.
-pub(crate) fn encode(
+/// Appends one event to `buf` as a complete line (with its trailing newline), after dropping
+/// reserved fields and redacting secrets. On error `buf` may hold part of the line.
+pub(crate) fn encode_into(
+    buf: &mut Vec<u8>,
     event: &Event,
     seq: u64,
     time: &str,
     prev: &str,
-) -> Result<Vec<u8>, serde_json::Error> {
-    let mut line = serde_json::to_vec(&Line {
-        seq,
-        time,
-        prev,
-        event,
-    })?;
-    line.push(b'\n');
-    Ok(line)
+) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(
+        &mut *buf,
+        &Line {
+            seq,
+            time,
+            prev,
+            event,
+        },
+    )?;
+    buf.push(b'\n');
+    Ok(())
 }
 
 /// Lowercase hex SHA-256 of a line's exact bytes, newline included.
@@ -217,6 +221,17 @@ mod tests {
             Value::Object(map) => map,
             _ => unreachable!("test input is an object"),
         }
+    }
+
+    fn encode(
+        event: &Event,
+        seq: u64,
+        time: &str,
+        prev: &str,
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        let mut line = Vec::new();
+        encode_into(&mut line, event, seq, time, prev)?;
+        Ok(line)
     }
 
     /// A test event without a base.

@@ -23,8 +23,8 @@
 //!   wall; callers must still not pass secrets.
 //!
 //! # Layout
-//! - [`AuditLog`] (in `log`): the handle sessions share and the single writer thread that owns the
-//!   file, batching whatever is queued into one write.
+//! - [`AuditLog`] (in `log`): the handle sessions share and the writer that owns the file; the
+//!   session that finds it free writes whatever is queued in one write (group commit).
 //! - [`Event`] (in `event`): an event's own fields over a base shared by a session's events.
 //! - `chain`: the line format: encoding, hashing, parsing one line.
 //! - [`verify()`] (in `verify`): checks a whole file.

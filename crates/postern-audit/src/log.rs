@@ -1,13 +1,20 @@
 //! The audit log handle and its writer.
 //!
-//! One writer thread owns the file. [`AuditLog::record`] queues `(event, ack)` on a bounded
-//! channel; the writer takes whatever is queued (up to [`MAX_BATCH_EVENTS`]), chains and encodes
-//! each event, appends the batch with one write, flushes (and `fsync`s if configured), and only
-//! then acknowledges every event of the batch. Concurrent sessions therefore share one write.
+//! One [`Writer`] owns the file. [`AuditLog::record`] queues `(event, ack)`; whoever finds the
+//! writer free becomes the *leader*: it takes everything queued (up to [`MAX_BATCH_EVENTS`] at a
+//! time), chains and encodes each event, appends the batch with one write, flushes (and `fsync`s
+//! if configured), acknowledges every event of the batch, and goes on while more is queued.
+//! Sessions that record while a leader writes only queue their event and wait: concurrent
+//! sessions therefore share one write (group commit), and in the common case no event crosses to
+//! another thread, which on a loaded machine costs more than the write itself.
 //!
-//! The writer is a plain thread rather than a task: file writes block, and a thread keeps them off
-//! the reactor without borrowing tokio's blocking pool for the life of the process. It ends when
-//! every handle is gone and the queue is drained; [`AuditLog::close`] waits for that.
+//! Events that follow something already recorded (a statement's outcome, a session's end) are
+//! *detached*: they are not waited for and do not start a write of their own. They go out with
+//! the next recorded event, or, if none comes within [`DETACHED_DELAY`], in a write of their own.
+//!
+//! With [`Durability::Flush`] a write goes to the operating system's page cache, so the leader
+//! writes on its own thread. With [`Durability::Fsync`] the leader waits for the disk inside
+//! `block_in_place` on a multi-threaded runtime, so other sessions move to another worker.
 //!
 //! Failure rules, all fail closed:
 //! - a failed write, flush or fsync fails every event of its batch, truncates the file back to
@@ -20,22 +27,22 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::Event;
 use crate::chain::{self, ChainHead};
 use crate::error::AuditError;
 use crate::now_rfc3339;
 
-/// Default bound of the queue between sessions and the writer. When it is full, `record` waits:
-/// backpressure on statements rather than unbounded memory.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
-
 /// Most events written in one batch, so one batch's buffer stays bounded.
 pub const MAX_BATCH_EVENTS: usize = 1024;
+
+/// Longest a detached event waits for a recorded one to share its write.
+pub const DETACHED_DELAY: Duration = Duration::from_millis(2);
 
 /// Longest last line read when continuing an existing file. A longer "line" is not an event this
 /// writer produced.
@@ -58,20 +65,9 @@ pub enum Durability {
 }
 
 /// How an [`AuditLog`] is opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditOptions {
     pub durability: Durability,
-    /// Bound of the queue to the writer; at least 1.
-    pub queue_capacity: usize,
-}
-
-impl Default for AuditOptions {
-    fn default() -> Self {
-        Self {
-            durability: Durability::default(),
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
-        }
-    }
 }
 
 /// Proof that one event is in the log.
@@ -87,6 +83,9 @@ pub struct EventReceipt {
 }
 
 /// A handle to an open audit log. Cheap to clone; every clone feeds the same writer.
+///
+/// The queue needs no bound: a session waits for its own recorded event before it goes on, so it
+/// has at most that one and the detached events before it queued at any time.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     inner: Arc<Inner>,
@@ -96,16 +95,27 @@ pub struct AuditLog {
 struct Inner {
     /// The path as given to `open`, for errors and [`AuditLog::path`].
     path: PathBuf,
-    /// Queue to the writer thread; the thread ends when the last sender is dropped.
-    queue: mpsc::Sender<Pending>,
-    /// Closed by the writer thread after it has dropped the file (and so its lock).
-    finished: oneshot::Receiver<()>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Events waiting for a leader, in the order they were queued.
+    queue: Vec<Pending>,
+    /// The file, while no leader holds it.
+    writer: Option<Writer>,
+    /// A write of detached events is scheduled for when [`DETACHED_DELAY`] has passed.
+    flush_scheduled: bool,
+    /// A leader panicked while holding the writer: nothing can be recorded any more.
+    stopped: bool,
 }
 
 /// One event waiting for the writer.
+#[derive(Debug)]
 struct Pending {
     event: Event,
-    ack: oneshot::Sender<Result<EventReceipt, AuditError>>,
+    /// `None` for a detached event: nobody waits for it.
+    ack: Option<oneshot::Sender<Result<EventReceipt, AuditError>>>,
 }
 
 impl AuditLog {
@@ -118,7 +128,7 @@ impl AuditLog {
         Self::open_with(path, AuditOptions::default()).await
     }
 
-    /// Opens (creating if absent) the log at `path` for appending and starts its writer.
+    /// Opens (creating if absent) the log at `path` for appending.
     ///
     /// An existing file's last line is read to continue its chain (`seq` and `prev`); the rest is
     /// not re-verified (that is [`crate::verify`]'s job).
@@ -133,20 +143,15 @@ impl AuditLog {
         let writer = tokio::task::spawn_blocking(move || Writer::open(owned, durability))
             .await
             .map_err(|e| open_error(path, io::Error::other(e)))??;
-        let (queue, receiver) = mpsc::channel(options.queue_capacity.max(1));
-        let (finished_tx, finished) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("postern-audit-writer".to_owned())
-            .spawn(move || {
-                writer.run(receiver);
-                drop(finished_tx);
-            })
-            .map_err(|e| open_error(path, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
-                queue,
-                finished,
+                state: Mutex::new(State {
+                    queue: Vec::new(),
+                    writer: Some(writer),
+                    flush_scheduled: false,
+                    stopped: false,
+                }),
             }),
         })
     }
@@ -162,30 +167,60 @@ impl AuditLog {
     /// Any [`AuditError`]; the statement must then be refused.
     pub async fn record(&self, event: impl Into<Event>) -> Result<EventReceipt, AuditError> {
         let (ack, receipt) = oneshot::channel();
-        let event = event.into();
-        self.inner
-            .queue
-            .send(Pending { event, ack })
-            .await
-            .map_err(|_| self.writer_stopped())?;
+        let pending = Pending {
+            event: event.into(),
+            ack: Some(ack),
+        };
+        self.submit(pending)?;
         receipt.await.map_err(|_| self.writer_stopped())?
+    }
+
+    /// Queues a recorded event and writes it, with everything queued before it, unless another
+    /// session is writing already and so will.
+    fn submit(&self, pending: Pending) -> Result<(), AuditError> {
+        let mut state = self.inner.lock();
+        if state.stopped {
+            return Err(self.writer_stopped());
+        }
+        state.queue.push(pending);
+        self.inner.lead(state);
+        Ok(())
     }
 
     /// Queues one event without waiting for it to be written: for events that follow something
     /// already recorded (a statement's outcome, a session's end), where waiting would only add
-    /// latency. Events are still written in the order they were queued; a write failure is
-    /// reported to whoever records next.
+    /// latency. Events are still written in the order they were queued, this one with the next
+    /// recorded event or within [`DETACHED_DELAY`]; a write failure is reported to whoever records
+    /// next. Outside a tokio runtime the event is written at once.
     ///
     /// # Errors
     /// [`AuditError::WriterStopped`] if the writer is gone.
-    pub async fn record_detached(&self, event: impl Into<Event>) -> Result<(), AuditError> {
-        let (ack, _receipt) = oneshot::channel();
-        let event = event.into();
-        self.inner
-            .queue
-            .send(Pending { event, ack })
-            .await
-            .map_err(|_| self.writer_stopped())
+    pub fn record_detached(&self, event: impl Into<Event>) -> Result<(), AuditError> {
+        let pending = Pending {
+            event: event.into(),
+            ack: None,
+        };
+        let mut state = self.inner.lock();
+        if state.stopped {
+            return Err(self.writer_stopped());
+        }
+        state.queue.push(pending);
+        if state.flush_scheduled || state.writer.is_none() {
+            // A scheduled write or the current leader takes it.
+            return Ok(());
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            state.flush_scheduled = true;
+            drop(state);
+            let inner = Arc::downgrade(&self.inner);
+            runtime.spawn(async move {
+                tokio::time::sleep(DETACHED_DELAY).await;
+                write_deferred(&inner);
+            });
+        } else {
+            self.inner.lead(state);
+        }
+        Ok(())
     }
 
     /// The path the log was opened at.
@@ -194,23 +229,114 @@ impl AuditLog {
         &self.inner.path
     }
 
-    /// Drops this handle and, if it was the last one, waits until the writer has written every
-    /// queued event and closed the file, so the same path can be opened again at once. With other
-    /// handles still alive, returns immediately and the writer keeps running.
+    /// Drops this handle and, if it was the last one, writes every queued event and closes the
+    /// file, so the same path can be opened again at once. With other handles still alive,
+    /// returns immediately and the log stays open.
+    #[expect(
+        clippy::unused_async,
+        reason = "closing may wait for the disk; callers should not depend on it being instant"
+    )]
     pub async fn close(self) {
-        if let Ok(inner) = Arc::try_unwrap(self.inner) {
-            let Inner {
-                queue, finished, ..
-            } = inner;
-            drop(queue);
-            // Err means the thread dropped its sender: the only signal there is.
-            let _ = finished.await;
-        }
+        // The last handle's drop writes what is queued and drops the file (see `Drop for Inner`);
+        // a scheduled write of detached events holds only a weak reference.
+        drop(self);
     }
 
     fn writer_stopped(&self) -> AuditError {
         AuditError::WriterStopped {
             path: self.inner.path.clone(),
+        }
+    }
+}
+
+/// A scheduled write of detached events, if the log is still open and nobody wrote them already.
+fn write_deferred(inner: &Weak<Inner>) {
+    let Some(inner) = inner.upgrade() else {
+        return;
+    };
+    let mut state = inner.lock();
+    state.flush_scheduled = false;
+    inner.lead(state);
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while the lock is held (pushes and takes), so a poisoned lock still
+        // guards consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes everything queued if no other leader is writing; otherwise that leader takes it.
+    fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>) {
+        let Some(writer) = state.writer.take() else {
+            return;
+        };
+        let mut leader = Leader {
+            inner: self,
+            writer: Some(writer),
+        };
+        loop {
+            let batch = if state.queue.len() > MAX_BATCH_EVENTS {
+                state.queue.drain(..MAX_BATCH_EVENTS).collect()
+            } else {
+                std::mem::take(&mut state.queue)
+            };
+            drop(state);
+            if !batch.is_empty() {
+                leader.write(batch);
+            }
+            state = self.lock();
+            if state.queue.is_empty() {
+                state.writer = leader.writer.take();
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: write what is still queued (detached events), then drop the
+    /// file and with it the lock.
+    fn drop(&mut self) {
+        let state = self.lock();
+        if !state.stopped {
+            self.lead(state);
+        }
+    }
+}
+
+/// The writer while one session writes for all.
+struct Leader<'a> {
+    inner: &'a Inner,
+    /// Always `Some` until handed back; `None` after a panic in `write` only.
+    writer: Option<Writer>,
+}
+
+impl Leader<'_> {
+    fn write(&mut self, batch: Vec<Pending>) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        let multi_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        if writer.durability == Durability::Fsync && multi_threaded {
+            tokio::task::block_in_place(|| writer.write_batch(batch));
+        } else {
+            writer.write_batch(batch);
+        }
+    }
+}
+
+impl Drop for Leader<'_> {
+    /// Reached with the writer still held only when `write` panicked: the chain's state is
+    /// unknown, so nothing more is recorded, and whoever waits is told.
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let mut state = self.inner.lock();
+            state.stopped = true;
+            // Dropping the acks tells every waiter that the writer stopped.
+            state.queue.clear();
         }
     }
 }
@@ -222,7 +348,8 @@ fn open_error(path: &Path, source: io::Error) -> AuditError {
     }
 }
 
-/// The writer thread's state: the file and the chain as it is on disk.
+/// The writer's state: the file and the chain as it is on disk.
+#[derive(Debug)]
 struct Writer {
     path: PathBuf,
     file: File,
@@ -309,66 +436,58 @@ impl Writer {
         })
     }
 
-    /// Serves the queue until every handle is dropped and the queue is empty.
-    fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH_EVENTS {
-                match queue.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
-                }
-            }
-            self.write_batch(batch);
-        }
-    }
-
     fn write_batch(&mut self, batch: Vec<Pending>) {
         if let Err(error) = self.preflight() {
             tracing::error!(path = %self.path.display(), error = %error, label = error.label(), "audit batch refused");
-            for pending in batch {
-                let _ = pending.ack.send(Err(error.clone()));
+            for ack in batch.into_iter().filter_map(|pending| pending.ack) {
+                let _ = ack.send(Err(error.clone()));
             }
             return;
         }
         let mut buf = Vec::new();
-        let mut staged = Vec::with_capacity(batch.len());
+        let mut events = 0_usize;
+        let mut waiting = Vec::with_capacity(batch.len());
         let mut head = self.head.clone();
         for Pending { event, ack } in batch {
             let time = now_rfc3339();
-            match chain::encode(&event, head.seq + 1, &time, &head.hash) {
-                Ok(line) => {
-                    head = ChainHead {
-                        seq: head.seq + 1,
-                        hash: chain::line_hash(&line),
-                    };
-                    buf.extend_from_slice(&line);
-                    let receipt = EventReceipt {
-                        seq: head.seq,
-                        time,
-                        hash: head.hash.clone(),
-                    };
-                    staged.push((ack, receipt));
+            let start = buf.len();
+            if let Err(e) = chain::encode_into(&mut buf, &event, head.seq + 1, &time, &head.hash) {
+                buf.truncate(start);
+                let error = AuditError::Encode(Arc::new(e));
+                tracing::error!(path = %self.path.display(), error = %error, "audit event not encodable");
+                if let Some(ack) = ack {
+                    let _ = ack.send(Err(error));
                 }
-                Err(e) => {
-                    let _ = ack.send(Err(AuditError::Encode(Arc::new(e))));
-                }
+                continue;
+            }
+            head = ChainHead {
+                seq: head.seq + 1,
+                hash: chain::line_hash(&buf[start..]),
+            };
+            events += 1;
+            if let Some(ack) = ack {
+                let receipt = EventReceipt {
+                    seq: head.seq,
+                    time,
+                    hash: head.hash.clone(),
+                };
+                waiting.push((ack, receipt));
             }
         }
-        if staged.is_empty() {
+        if events == 0 {
             return;
         }
         match self.append(&buf) {
             Ok(()) => {
                 self.head = head;
                 self.len += buf.len() as u64;
-                for (ack, receipt) in staged {
+                for (ack, receipt) in waiting {
                     let _ = ack.send(Ok(receipt));
                 }
             }
             Err(error) => {
-                tracing::error!(path = %self.path.display(), error = %error, events = staged.len(), "audit write failed");
-                for (ack, _) in staged {
+                tracing::error!(path = %self.path.display(), error = %error, events, "audit write failed");
+                for (ack, _) in waiting {
                     let _ = ack.send(Err(error.clone()));
                 }
             }

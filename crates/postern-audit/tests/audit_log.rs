@@ -284,7 +284,6 @@ async fn concurrent_records_land_in_order_with_consecutive_seq() {
         &path,
         AuditOptions {
             durability: Durability::Fsync,
-            queue_capacity: 16,
         },
     )
     .await
@@ -410,4 +409,102 @@ fn the_handle_is_shareable_across_tasks() {
     fn shareable<T: Clone + Send + Sync + 'static>() {}
     shareable::<AuditLog>();
     shareable::<AuditError>();
+}
+
+fn sequence_numbers(path: &Path) -> Vec<u64> {
+    lines(path)
+        .iter()
+        .map(|line| {
+            let value: Value = serde_json::from_slice(line).unwrap();
+            value["seq"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+fn numbers_written(path: &Path) -> Vec<Value> {
+    lines(path)
+        .iter()
+        .map(|line| {
+            let value: Value = serde_json::from_slice(line).unwrap();
+            value["n"].clone()
+        })
+        .collect()
+}
+
+fn numbered(n: u64) -> Map<String, Value> {
+    let mut event = event(n);
+    event.insert("n".into(), json!(n));
+    event
+}
+
+#[tokio::test]
+async fn a_detached_event_goes_out_with_the_next_recorded_one_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_path(&dir);
+    let log = AuditLog::open(&path).await.unwrap();
+    log.record_detached(numbered(1)).unwrap();
+    log.record_detached(numbered(2)).unwrap();
+    let receipt = log.record(numbered(3)).await.unwrap();
+    // Both detached events are on disk before the recorded one is acknowledged, ahead of it.
+    assert_eq!(receipt.seq, 3);
+    assert_eq!(numbers_written(&path), vec![json!(1), json!(2), json!(3)]);
+    log.close().await;
+    assert_eq!(verify(&path).unwrap().events, 3);
+}
+
+#[tokio::test]
+async fn a_detached_event_alone_is_written_without_another_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_path(&dir);
+    let log = AuditLog::open(&path).await.unwrap();
+    log.record(numbered(1)).await.unwrap();
+    log.record_detached(numbered(2)).unwrap();
+    // Nothing else is recorded: the scheduled write must bring it to disk on its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sequence_numbers(&path).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the detached event was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(numbers_written(&path), vec![json!(1), json!(2)]);
+    log.close().await;
+}
+
+#[tokio::test]
+async fn closing_writes_detached_events_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_path(&dir);
+    let log = AuditLog::open(&path).await.unwrap();
+    let other = log.clone();
+    for n in 1..=3 {
+        log.record_detached(numbered(n)).unwrap();
+    }
+    // Another handle is alive: closing this one leaves the log open.
+    log.close().await;
+    other.record_detached(numbered(4)).unwrap();
+    other.close().await;
+    assert_eq!(sequence_numbers(&path), vec![1, 2, 3, 4]);
+    assert_eq!(
+        numbers_written(&path),
+        vec![json!(1), json!(2), json!(3), json!(4)]
+    );
+    // The file is closed and unlocked: it can be opened again at once.
+    let reopened = AuditLog::open(&path).await.unwrap();
+    assert_eq!(reopened.record(numbered(5)).await.unwrap().seq, 5);
+    reopened.close().await;
+}
+
+#[tokio::test]
+async fn a_detached_event_on_a_removed_file_fails_the_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_path(&dir);
+    let log = AuditLog::open(&path).await.unwrap();
+    log.record(numbered(1)).await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    log.record_detached(numbered(2)).unwrap();
+    let error = log.record(numbered(3)).await.unwrap_err();
+    assert_eq!(error.label(), "file_gone", "{error}");
+    log.close().await;
 }

@@ -204,3 +204,32 @@ fn transaction_pooling_needs_a_shared_login() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn serving_threads_default_to_half_the_cores_and_can_be_set() {
+    let config = Config::from_toml(EXAMPLE, "example").unwrap();
+    assert_eq!(config.listen.serving_threads(1), 1);
+    assert_eq!(config.listen.serving_threads(2), 1);
+    assert_eq!(config.listen.serving_threads(16), 8);
+
+    let text = EXAMPLE.replace(
+        "allow_plaintext_loopback = true",
+        "allow_plaintext_loopback = true\nworker_threads = 3",
+    );
+    let config = Config::from_toml(&text, "example").unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.listen.serving_threads(2), 3);
+
+    for bad in ["0", "100000"] {
+        let text = EXAMPLE.replace(
+            "allow_plaintext_loopback = true",
+            &format!("allow_plaintext_loopback = true\nworker_threads = {bad}"),
+        );
+        let config = Config::from_toml(&text, "example").unwrap();
+        let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
+            panic!("worker_threads = {bad} was accepted")
+        };
+        assert_eq!(problems[0].key, "listen.worker_threads", "{problems:?}");
+        assert!(problems[0].message.contains("between 1 and 1024"));
+    }
+}

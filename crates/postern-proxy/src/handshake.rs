@@ -802,7 +802,7 @@ impl Connection {
         if let session::SessionEnd::Ended(request) = &end {
             events::add_ended_by(&mut event, &request.by, &request.reason);
         }
-        if let Err(error) = shared.audit.record_detached(event).await {
+        if let Err(error) = shared.audit.record_detached(event) {
             tracing::error!(error = %error, "audit log: cannot record a session's end");
         }
         tracing::info!(client = %peer, subject = %identity.subject, reason = end_label, "session ended");
@@ -833,7 +833,7 @@ impl Connection {
             self.base_event = events::connection_base(&random_hex(8), self.peer, self.tls);
         }
         let event = events::connection(&self.base_event, Some((refused.reason, &refused.message)));
-        if let Err(error) = self.shared.audit.record_detached(event).await {
+        if let Err(error) = self.shared.audit.record_detached(event) {
             tracing::error!(error = %error, "audit log: cannot record a refused connection");
         }
         send_fatal(&mut self.stream, refused).await;

@@ -1792,7 +1792,7 @@ where
                 &statement.outcome,
                 statement.started.elapsed(),
             );
-            if let Err(error) = ctx.audit.record_detached(event).await {
+            if let Err(error) = ctx.audit.record_detached(event) {
                 tracing::error!(error = %error, "audit log: cannot record a statement's outcome");
             }
         }

@@ -176,12 +176,26 @@ enum Command {
     },
 }
 
+/// The runtime's worker threads: for `serve`, what its configuration asks (`listen.worker_threads`);
+/// otherwise, and when the configuration does not load (`serve` then reports why), the default.
+fn serving_threads(command: &Command) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let listen = match command {
+        Command::Serve { config } => postern_config::Config::load(config)
+            .map(|config| config.listen)
+            .unwrap_or_default(),
+        _ => postern_config::ListenConfig::default(),
+    };
+    listen.serving_threads(cores)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The HTTP client of the admin commands takes its TLS from the process-wide provider: the
     // same aws-lc one as everything else in Postern.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(serving_threads(&cli.command))
         .enable_all()
         .build()
     {
