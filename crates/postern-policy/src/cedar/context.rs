@@ -128,8 +128,26 @@ pub(crate) fn token_age_seconds(issued_at: Option<SystemTime>, now: SystemTime) 
     }
 }
 
+/// Everything time-dependent a context record holds, in whole seconds: the Unix second (hour and
+/// weekday follow from it) and the token's age. The age is kept apart because a token issued at
+/// a fraction of a second ages at that fraction, not at the turn of the Unix second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Moment {
+    second: i64,
+    token_age: i64,
+}
+
+impl Moment {
+    pub(crate) fn of(now: SystemTime, identity: IdentityFacts) -> Self {
+        Self {
+            second: unix_seconds(now),
+            token_age: token_age_seconds(identity.issued_at, now),
+        }
+    }
+}
+
 /// The last context records a session built (one per statement command), reused while the
-/// request's facts stay the same within one second (everything in the record is exact to the
+/// request's facts stay the same within one [`Moment`] (everything in the record is exact to the
 /// second). Building one costs more than deciding a request (Cedar parses the `ip` extension's
 /// name for every address), and a session's statements mostly arrive with the same address,
 /// target and role, and a handful of commands.
@@ -142,7 +160,7 @@ const CONTEXT_CACHE_ENTRIES: usize = 8;
 /// What a cached context record was built from.
 struct ContextKey {
     source_ip: IpAddr,
-    second: i64,
+    moment: Moment,
     target: String,
     role: String,
     application_name: Option<String>,
@@ -150,8 +168,8 @@ struct ContextKey {
 }
 
 impl ContextKey {
-    fn matches(&self, ctx: &RequestContext, second: i64, command: &str) -> bool {
-        self.second == second
+    fn matches(&self, ctx: &RequestContext, moment: Moment, command: &str) -> bool {
+        self.moment == moment
             && self.command == command
             && self.source_ip == ctx.source_ip
             && self.target == ctx.target
@@ -168,24 +186,24 @@ impl ContextCache {
         identity: IdentityFacts,
         command: &str,
     ) -> Result<Context, String> {
-        let second = unix_seconds(ctx.now);
+        let moment = Moment::of(ctx.now, identity);
         let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, context)) = cached
             .iter()
-            .find(|(key, _)| key.matches(ctx, second, command))
+            .find(|(key, _)| key.matches(ctx, moment, command))
         {
             return Ok(context.clone());
         }
         let context = cedar_context(ctx, identity, command)?;
-        // Records of an earlier second can never match again.
-        cached.retain(|(key, _)| key.second == second);
+        // Records of an earlier moment can never match again.
+        cached.retain(|(key, _)| key.moment == moment);
         if cached.len() >= CONTEXT_CACHE_ENTRIES {
             cached.remove(0);
         }
         cached.push((
             ContextKey {
                 source_ip: ctx.source_ip,
-                second,
+                moment,
                 target: ctx.target.clone(),
                 role: ctx.role.clone(),
                 application_name: ctx.application_name.clone(),

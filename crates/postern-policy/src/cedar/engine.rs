@@ -742,6 +742,19 @@ impl SessionPolicy {
         ctx: &RequestContext,
         analysis: &Analysis,
     ) -> Decision {
+        self.decisions
+            .get_or_decide(engine.generation, self.identity, ctx, analysis, || {
+                self.decide_analysis_afresh(engine, ctx, analysis)
+            })
+    }
+
+    /// [`Self::decide_analysis`] without the session's remembered decisions.
+    fn decide_analysis_afresh(
+        &self,
+        engine: &PolicyEngine,
+        ctx: &RequestContext,
+        analysis: &Analysis,
+    ) -> Decision {
         let target = || Resource::Target {
             name: ctx.target.clone(),
         };

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::context::{ContextCache, IdentityFacts};
 use super::decision::Resource;
+use super::memo::DecisionMemo;
 use super::schema::Names;
 
 /// How many resources a session keeps complete entity stores for. A session touching more
@@ -43,6 +44,8 @@ pub struct SessionPolicy {
     resources: Mutex<ResourceCache>,
     /// The last context record built.
     pub(crate) context: ContextCache,
+    /// Decisions on whole texts, reused while nothing they were made from changes.
+    pub(crate) decisions: DecisionMemo,
     /// The policy sets of the engine last used, per action, without the policies whose
     /// principal scope excludes this principal; keyed by the engine's generation.
     policies: Mutex<FilteredPolicies>,
@@ -88,6 +91,7 @@ impl SessionPolicy {
             },
             resources: Mutex::new(ResourceCache::default()),
             context: ContextCache::default(),
+            decisions: DecisionMemo::default(),
             policies: Mutex::new(FilteredPolicies::default()),
         }
     }

@@ -37,6 +37,7 @@ mod engine;
 mod entities;
 mod explain;
 mod load;
+mod memo;
 mod rules;
 mod schema;
 

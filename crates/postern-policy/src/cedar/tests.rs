@@ -1133,4 +1133,5 @@ fn any_action_can_be_asked() {
     );
 }
 
+mod memo;
 mod workload;
