@@ -49,35 +49,6 @@ pub(crate) struct ChainFields {
     pub(crate) prev: String,
 }
 
-/// The serialised shape of a line: chain fields first, so a reader sees them at a glance, then
-/// the event's base and its own fields, secrets masked on the way out (nothing is copied to
-/// redact it).
-struct Line<'a> {
-    seq: u64,
-    time: &'a str,
-    prev: &'a str,
-    event: &'a Event,
-}
-
-impl Serialize for Line<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut line = serializer.serialize_map(None)?;
-        line.serialize_entry("seq", &self.seq)?;
-        line.serialize_entry("time", self.time)?;
-        line.serialize_entry("prev", self.prev)?;
-        let fields = &self.event.fields;
-        let base = self.event.base.iter().flat_map(|base| base.iter());
-        let base = base.filter(|(key, _)| !fields.contains_key(key.as_str()));
-        for (key, value) in base.chain(fields.iter()) {
-            if RESERVED_FIELDS.contains(&key.as_str()) {
-                continue;
-            }
-            line.serialize_entry(key, &Redacted::under(key, value))?;
-        }
-        line.end()
-    }
-}
-
 /// A value as the log shows it: masked whole under a secret-looking key, and with the same done
 /// to every object inside it.
 enum Redacted<'a> {
@@ -118,8 +89,10 @@ impl Serialize for Redacted<'_> {
     }
 }
 
-/// Appends one event to `buf` as a complete line (with its trailing newline), after dropping
-/// reserved fields and redacting secrets. On error `buf` may hold part of the line.
+/// Appends one event to `buf` as a complete line (with its trailing newline): the chain fields
+/// first, so a reader sees them at a glance, then the session's base, then the event's own
+/// fields; reserved fields dropped and secrets masked on the way out (nothing is copied to
+/// redact it). On error `buf` may hold part of the line.
 pub(crate) fn encode_into(
     buf: &mut Vec<u8>,
     event: &Event,
@@ -127,16 +100,45 @@ pub(crate) fn encode_into(
     time: &str,
     prev: &str,
 ) -> Result<(), serde_json::Error> {
-    serde_json::to_writer(
-        &mut *buf,
-        &Line {
-            seq,
-            time,
-            prev,
-            event,
-        },
-    )?;
-    buf.push(b'\n');
+    buf.extend_from_slice(b"{\"seq\":");
+    serde_json::to_writer(&mut *buf, &seq)?;
+    buf.extend_from_slice(b",\"time\":");
+    serde_json::to_writer(&mut *buf, time)?;
+    buf.extend_from_slice(b",\"prev\":");
+    serde_json::to_writer(&mut *buf, prev)?;
+    let fields = &event.fields;
+    if let Some(base) = &event.base {
+        let overridden = fields.keys().any(|key| base.contains_key(key));
+        match base.encoded() {
+            // The usual case: written once per session, copied per event.
+            Some(encoded) if !overridden => buf.extend_from_slice(encoded),
+            _ => write_entries(
+                buf,
+                base.iter()
+                    .filter(|(key, _)| !fields.contains_key(key.as_str())),
+            )?,
+        }
+    }
+    write_entries(buf, fields.iter())?;
+    buf.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+/// Appends `,"key":value` for each entry but the reserved ones, values masked under
+/// secret-looking keys.
+pub(crate) fn write_entries<'a>(
+    buf: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+) -> Result<(), serde_json::Error> {
+    for (key, value) in entries {
+        if RESERVED_FIELDS.contains(&key.as_str()) {
+            continue;
+        }
+        buf.push(b',');
+        serde_json::to_writer(&mut *buf, key)?;
+        buf.push(b':');
+        serde_json::to_writer(&mut *buf, &Redacted::under(key, value))?;
+    }
     Ok(())
 }
 
@@ -299,12 +301,12 @@ mod tests {
     /// a secret in it is masked like any other.
     #[test]
     fn the_base_comes_first_and_the_events_own_fields_win() {
-        let base = std::sync::Arc::new(object(json!({
+        let base = std::sync::Arc::new(crate::EventBase::new(object(json!({
             "session": "s1",
             "kind": "base kind",
             "client_secret": "hunter2",
             "seq": 5,
-        })));
+        }))));
         let event = Event::with_base(
             base,
             object(json!({"kind": "statement", "sql": "select 1"})),
@@ -325,6 +327,38 @@ mod tests {
         assert_eq!(value["kind"], "statement");
         assert_eq!(value["client_secret"], REDACTED);
         assert_eq!(value["seq"], 1);
+    }
+
+    /// The base's encoding, made once, gives the line that encoding its fields with every
+    /// event gives.
+    #[test]
+    fn a_pre_encoded_base_writes_the_same_line_as_its_fields() {
+        let base_fields = object(json!({
+            "session": "s1",
+            "client": "127.0.0.1:5000",
+            "identity": {"subject": "alice", "access_token": "eyJ"},
+            "quote": "it's \"quoted\" \u{2713}\n",
+            "prev": "forged",
+        }));
+        let own = object(json!({"kind": "statement", "sql": "select 1", "rows": 3}));
+        let with_base = Event::with_base(
+            std::sync::Arc::new(crate::EventBase::new(base_fields.clone())),
+            own.clone(),
+        );
+        let unencoded = Event::with_base(
+            std::sync::Arc::new(crate::EventBase {
+                fields: base_fields,
+                encoded: None,
+            }),
+            own,
+        );
+        let expected = encode(&unencoded, 9, "now", GENESIS_PREV).unwrap();
+        let text = String::from_utf8(encode(&with_base, 9, "now", GENESIS_PREV).unwrap()).unwrap();
+        assert_eq!(text, String::from_utf8(expected).unwrap());
+        assert!(!text.contains("eyJ") && !text.contains("forged"), "{text}");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["quote"], "it's \"quoted\" \u{2713}\n");
+        assert_eq!(value["rows"], 3);
     }
 
     #[test]

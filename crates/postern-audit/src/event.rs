@@ -1,23 +1,65 @@
-//! [`Event`]: what a caller records — its own fields over a base shared by every event of one
-//! session (who, from where, which target), held by reference count so that recording an event
-//! never copies the base field by field. The writer lays the base out first and the event's own
-//! fields after it; a field of the event replaces the base's field of the same name.
+//! [`Event`]: what a caller records — its own fields over an [`EventBase`] shared by every event
+//! of one session (who, from where, which target), held by reference count and encoded once, so
+//! that recording an event neither copies nor re-encodes the base field by field. The writer lays
+//! the base out first and the event's own fields after it; a field of the event replaces the
+//! base's field of the same name.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::chain;
+
+/// The fields every event of one session shares, with their encoding in the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventBase {
+    pub(crate) fields: Map<String, Value>,
+    /// `,"key":value` per field as [`chain`] writes them (secrets masked, reserved names left
+    /// out); `None` if they could not be encoded, and then encoded with every event.
+    pub(crate) encoded: Option<Vec<u8>>,
+}
+
+impl EventBase {
+    #[must_use]
+    pub fn new(fields: Map<String, Value>) -> Self {
+        let mut encoded = Vec::new();
+        let encoded = chain::write_entries(&mut encoded, fields.iter())
+            .ok()
+            .map(|()| encoded);
+        Self { fields, encoded }
+    }
+
+    pub(crate) fn encoded(&self) -> Option<&[u8]> {
+        self.encoded.as_deref()
+    }
+}
+
+impl Deref for EventBase {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.fields
+    }
+}
+
+impl From<Map<String, Value>> for EventBase {
+    fn from(fields: Map<String, Value>) -> Self {
+        Self::new(fields)
+    }
+}
+
 /// One event to record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Event {
-    pub(crate) base: Option<Arc<Map<String, Value>>>,
+    pub(crate) base: Option<Arc<EventBase>>,
     pub(crate) fields: Map<String, Value>,
 }
 
 impl Event {
     /// `fields` over `base`.
     #[must_use]
-    pub fn with_base(base: Arc<Map<String, Value>>, fields: Map<String, Value>) -> Self {
+    pub fn with_base(base: Arc<EventBase>, fields: Map<String, Value>) -> Self {
         Self {
             base: Some(base),
             fields,

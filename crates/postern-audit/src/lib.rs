@@ -25,7 +25,8 @@
 //! # Layout
 //! - [`AuditLog`] (in `log`): the handle sessions share and the writer that owns the file; the
 //!   session that finds it free writes whatever is queued in one write (group commit).
-//! - [`Event`] (in `event`): an event's own fields over a base shared by a session's events.
+//! - [`Event`] (in `event`): an event's own fields over an [`EventBase`] shared by a session's
+//!   events and encoded once.
 //! - `chain`: the line format: encoding, hashing, parsing one line.
 //! - [`verify()`] (in `verify`): checks a whole file.
 //! - [`AuditError`] (in `error`): what `record` and `open` report, with a client-safe message.
@@ -42,7 +43,7 @@ mod verify;
 
 pub use chain::GENESIS_PREV;
 pub use error::AuditError;
-pub use event::Event;
+pub use event::{Event, EventBase};
 pub use log::{AuditLog, AuditOptions, Durability, EventReceipt};
 pub use verify::{Problem, VerifyError, VerifyReport, verify};
 

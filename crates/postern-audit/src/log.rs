@@ -497,12 +497,14 @@ impl Writer {
     /// Checks, before a batch, that the path still names the open file, that nobody else wrote to
     /// it, and that no partial write is left over.
     fn preflight(&mut self) -> Result<(), AuditError> {
-        match std::fs::metadata(&self.path) {
-            Ok(m) if (m.dev(), m.ino()) == self.identity => {}
+        // One `stat` of the path answers both questions: whether it still names the open file,
+        // and (being that file) how long the file is.
+        let on_disk = match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => m,
             Ok(_) => return Err(self.file_gone()),
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(self.file_gone()),
             Err(e) => return Err(self.write_failed(e)),
-        }
+        };
         if !self.regular {
             return if self.needs_repair {
                 Err(AuditError::Unrepaired {
@@ -513,6 +515,7 @@ impl Writer {
                 Ok(())
             };
         }
+        let mut found = on_disk.len();
         if self.needs_repair {
             self.file
                 .set_len(self.len)
@@ -521,12 +524,12 @@ impl Writer {
                     source: Arc::new(e),
                 })?;
             self.needs_repair = false;
+            found = self
+                .file
+                .metadata()
+                .map_err(|e| self.write_failed(e))?
+                .len();
         }
-        let found = self
-            .file
-            .metadata()
-            .map_err(|e| self.write_failed(e))?
-            .len();
         if found != self.len {
             return Err(AuditError::Modified {
                 path: self.path.clone(),

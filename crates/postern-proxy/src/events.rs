@@ -107,7 +107,7 @@ impl StatementRecord {
 /// A statement about to be forwarded, or refused: the session's base shared, not copied (two
 /// events per statement).
 pub fn statement(
-    base: &Arc<Map<String, Value>>,
+    base: &Arc<postern_audit::EventBase>,
     id: u64,
     protocol: &str,
     record: &StatementRecord,
@@ -158,7 +158,7 @@ pub struct Outcome {
 }
 
 pub fn statement_end(
-    base: &Arc<Map<String, Value>>,
+    base: &Arc<postern_audit::EventBase>,
     id: u64,
     outcome: &Outcome,
     duration: Duration,

@@ -708,7 +708,7 @@ impl Connection {
             classifier: shared.classifier.clone(),
             audit: shared.audit.clone(),
             mode: target.config.mode,
-            base_event: Arc::new(base_event),
+            base_event: Arc::new(postern_audit::EventBase::new(base_event)),
             upstream_cancel: (target.endpoint.clone(), backend.clone()),
             target: target.clone(),
             live: registered.session.clone(),

@@ -108,7 +108,7 @@ pub struct SessionContext {
     /// How the upstream session took on its role: the escape guard refuses more in `set_role`.
     pub mode: postern_config::UpstreamMode,
     /// The fields every event of this session carries.
-    pub base_event: Arc<Map<String, Value>>,
+    pub base_event: Arc<postern_audit::EventBase>,
     /// Who the session is and the policy set to decide its statements with.
     pub policy: SessionPolicyContext,
     /// Where to cancel the upstream backend's running statement when Postern ends the session.
