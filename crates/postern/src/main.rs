@@ -176,6 +176,11 @@ enum Command {
     },
 }
 
+/// mimalloc rather than the system allocator: a session allocates and frees small buffers and
+/// event maps for every statement, from whichever worker thread runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The runtime's worker threads: for `serve`, what its configuration asks (`listen.worker_threads`);
 /// otherwise, and when the configuration does not load (`serve` then reports why), the default.
 fn serving_threads(command: &Command) -> usize {
