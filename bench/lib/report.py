@@ -53,7 +53,8 @@ def pool_paragraph(meta):
         + "**postern**: Postern with token authentication (an RS256 JWT as the password, its "
         "signature verified against a JWKS), Cedar policy (defaults plus one permit file) on "
         "every statement, and the JSON-lines audit log, in `role_login` mode with signed claims "
-        "(`postern setup-db`), "
+        "(`postern setup-db`), on its default number of worker threads (half the machine's "
+        "cores, at least one), "
         + postern
     )
 
