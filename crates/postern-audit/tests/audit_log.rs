@@ -411,24 +411,26 @@ fn the_handle_is_shareable_across_tasks() {
     shareable::<AuditError>();
 }
 
-fn sequence_numbers(path: &Path) -> Vec<u64> {
+/// The value under `key` of every line of the log, in order.
+fn field_of_each_line(path: &Path, key: &str) -> Vec<Value> {
     lines(path)
         .iter()
         .map(|line| {
             let value: Value = serde_json::from_slice(line).unwrap();
-            value["seq"].as_u64().unwrap()
+            value[key].clone()
         })
         .collect()
 }
 
-fn numbers_written(path: &Path) -> Vec<Value> {
-    lines(path)
+fn sequence_numbers(path: &Path) -> Vec<u64> {
+    field_of_each_line(path, "seq")
         .iter()
-        .map(|line| {
-            let value: Value = serde_json::from_slice(line).unwrap();
-            value["n"].clone()
-        })
+        .map(|seq| seq.as_u64().unwrap())
         .collect()
+}
+
+fn numbers_written(path: &Path) -> Vec<Value> {
+    field_of_each_line(path, "n")
 }
 
 fn numbered(n: u64) -> Map<String, Value> {

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use postern_config::Config;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -181,26 +182,36 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The runtime's worker threads: for `serve`, what its configuration asks (`listen.worker_threads`);
-/// otherwise, and when the configuration does not load (`serve` then reports why), the default.
-fn serving_threads(command: &Command) -> usize {
+/// The runtime's worker threads: what `serve`'s configuration asks (`listen.worker_threads`), or
+/// the default.
+fn serving_threads(serve_config: Option<&Config>) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let listen = match command {
-        Command::Serve { config } => postern_config::Config::load(config)
-            .map(|config| config.listen)
-            .unwrap_or_default(),
-        _ => postern_config::ListenConfig::default(),
-    };
-    listen.serving_threads(cores)
+    match serve_config {
+        Some(config) => config.listen.serving_threads(cores),
+        None => postern_config::ListenConfig::default().serving_threads(cores),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` reads its configuration before the runtime is built, once: the number of worker
+    // threads is in it.
+    let serve_config = match &cli.command {
+        Command::Serve { config } => match Config::load(config) {
+            Ok(loaded) => Some(loaded),
+            Err(error) => {
+                // Its message already names the cause: `{:#}` of a chain would say it twice.
+                eprintln!("postern: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     // The HTTP client of the admin commands takes its TLS from the process-wide provider: the
     // same aws-lc one as everything else in Postern.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(serving_threads(&cli.command))
+        .worker_threads(serving_threads(serve_config.as_ref()))
         .enable_all()
         .build()
     {
@@ -212,7 +223,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config } => serve::run(&config).await,
+            Command::Serve { config: path } => match serve_config {
+                Some(config) => serve::run(config).await,
+                None => serve::run(Config::load(&path)?).await,
+            },
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::Token(args) => token::run(&args),
             Command::Login(args) => login::run(args).await,

@@ -1,15 +1,13 @@
 //! `postern serve`: run from a configuration file until Ctrl-C or SIGTERM.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use postern_config::Config;
 use postern_proxy::Proxy;
 
-pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     crate::init_logging("info");
-    let config = Config::load(config_path)?;
     let proxy = Proxy::bind(&config).await.context("cannot start Postern")?;
     let shutdown = proxy.shutdown_handle();
     let policies = proxy.policies();

@@ -6,11 +6,12 @@
 //! ask "what if").
 
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{Context, RestrictedExpression};
 use postern_identity::IdentityKind;
+
+use super::recent::{Recent, RequestKey};
 
 /// What a request carries besides principal, action and resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,30 +152,14 @@ impl Moment {
 /// second). Building one costs more than deciding a request (Cedar parses the `ip` extension's
 /// name for every address), and a session's statements mostly arrive with the same address,
 /// target and role, and a handful of commands.
-#[derive(Default)]
-pub(crate) struct ContextCache(Mutex<Vec<(ContextKey, Context)>>);
+pub(crate) struct ContextCache(Recent<(RequestKey, String), Context>);
 
 /// How many records [`ContextCache`] keeps: more than the commands of a typical workload.
 const CONTEXT_CACHE_ENTRIES: usize = 8;
 
-/// What a cached context record was built from.
-struct ContextKey {
-    source_ip: IpAddr,
-    moment: Moment,
-    target: String,
-    role: String,
-    application_name: Option<String>,
-    command: String,
-}
-
-impl ContextKey {
-    fn matches(&self, ctx: &RequestContext, moment: Moment, command: &str) -> bool {
-        self.moment == moment
-            && self.command == command
-            && self.source_ip == ctx.source_ip
-            && self.target == ctx.target
-            && self.role == ctx.role
-            && self.application_name == ctx.application_name
+impl Default for ContextCache {
+    fn default() -> Self {
+        Self(Recent::new(CONTEXT_CACHE_ENTRIES))
     }
 }
 
@@ -187,30 +172,18 @@ impl ContextCache {
         command: &str,
     ) -> Result<Context, String> {
         let moment = Moment::of(ctx.now, identity);
-        let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, context)) = cached
-            .iter()
-            .find(|(key, _)| key.matches(ctx, moment, command))
-        {
-            return Ok(context.clone());
+        let same = |(request, built_for): &(RequestKey, String)| {
+            built_for == command && request.matches(ctx)
+        };
+        if let Some(context) = self.0.find(moment, same) {
+            return Ok(context);
         }
         let context = cedar_context(ctx, identity, command)?;
-        // Records of an earlier moment can never match again.
-        cached.retain(|(key, _)| key.moment == moment);
-        if cached.len() >= CONTEXT_CACHE_ENTRIES {
-            cached.remove(0);
-        }
-        cached.push((
-            ContextKey {
-                source_ip: ctx.source_ip,
-                moment,
-                target: ctx.target.clone(),
-                role: ctx.role.clone(),
-                application_name: ctx.application_name.clone(),
-                command: command.to_owned(),
-            },
+        self.0.remember(
+            moment,
+            (RequestKey::of(ctx), command.to_owned()),
             context.clone(),
-        ));
+        );
         Ok(context)
     }
 }

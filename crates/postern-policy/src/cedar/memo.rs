@@ -9,50 +9,38 @@
 //! compared in full, never by fingerprint: two texts with one fingerprint may differ in a
 //! constant that changes what they do (`set_config('role', …)`).
 
-use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
-
 use postern_sql::{Analysis, StatementFacts};
 
 use super::context::{IdentityFacts, Moment, RequestContext};
 use super::decision::Decision;
+use super::recent::{Recent, RequestKey};
 
 /// How many decisions a session keeps: more than the statement shapes of a typical workload.
 const MEMO_ENTRIES: usize = 16;
 
-#[derive(Default)]
-pub(crate) struct DecisionMemo(Mutex<Vec<Memo>>);
+pub(crate) struct DecisionMemo(Recent<MemoKey, Decision>);
 
-/// One decision and everything it was made from.
-struct Memo {
+impl Default for DecisionMemo {
+    fn default() -> Self {
+        Self(Recent::new(MEMO_ENTRIES))
+    }
+}
+
+/// What a decision was made from, besides the moment.
+struct MemoKey {
     generation: u64,
-    moment: Moment,
-    source_ip: IpAddr,
-    target: String,
-    role: String,
-    application_name: Option<String>,
+    request: RequestKey,
     search_path: Vec<String>,
     parse_failed: bool,
     statements: Vec<StatementFacts>,
-    decision: Decision,
 }
 
-impl Memo {
-    fn matches(
-        &self,
-        generation: u64,
-        moment: Moment,
-        ctx: &RequestContext,
-        analysis: &Analysis,
-    ) -> bool {
+impl MemoKey {
+    fn matches(&self, generation: u64, ctx: &RequestContext, analysis: &Analysis) -> bool {
         self.generation == generation
-            && self.moment == moment
-            && self.source_ip == ctx.source_ip
             && self.parse_failed == analysis.parse_error.is_some()
             && self.statements == analysis.statements
-            && self.target == ctx.target
-            && self.role == ctx.role
-            && self.application_name == ctx.application_name
+            && self.request.matches(ctx)
             && self.search_path == ctx.search_path
     }
 }
@@ -69,42 +57,29 @@ impl DecisionMemo {
         decide: impl FnOnce() -> Decision,
     ) -> Decision {
         let moment = Moment::of(ctx.now, identity);
+        if let Some(decision) = self
+            .0
+            .find(moment, |key| key.matches(generation, ctx, analysis))
         {
-            let memos = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(memo) = memos
-                .iter()
-                .find(|memo| memo.matches(generation, moment, ctx, analysis))
-            {
-                return memo.decision.clone();
-            }
+            return decision;
         }
         // Decided without the lock held: Cedar may take a while, and another statement of this
         // session may want a remembered decision meanwhile.
         let decision = decide();
-        let mut memos = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        // Decisions of an earlier moment or engine can never match again.
-        memos.retain(|memo| memo.moment == moment && memo.generation == generation);
-        if memos.len() >= MEMO_ENTRIES {
-            memos.remove(0);
-        }
-        memos.push(Memo {
+        let key = MemoKey {
             generation,
-            moment,
-            source_ip: ctx.source_ip,
-            target: ctx.target.clone(),
-            role: ctx.role.clone(),
-            application_name: ctx.application_name.clone(),
+            request: RequestKey::of(ctx),
             search_path: ctx.search_path.clone(),
             parse_failed: analysis.parse_error.is_some(),
             statements: analysis.statements.clone(),
-            decision: decision.clone(),
-        });
+        };
+        self.0.remember(moment, key, decision.clone());
         decision
     }
 
     /// How many decisions are remembered, for tests.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.0.len()
     }
 }

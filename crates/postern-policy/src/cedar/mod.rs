@@ -38,6 +38,7 @@ mod entities;
 mod explain;
 mod load;
 mod memo;
+mod recent;
 mod rules;
 mod schema;
 

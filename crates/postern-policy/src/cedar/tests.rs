@@ -58,6 +58,14 @@ fn ctx(role: &str) -> RequestContext {
     }
 }
 
+/// A writer's request context at `now`.
+fn writer_at(now: SystemTime) -> RequestContext {
+    RequestContext {
+        now,
+        ..ctx("writer")
+    }
+}
+
 fn rule(roles: &[&str], groups: &[&str]) -> RoleRule {
     RoleRule {
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
@@ -683,10 +691,7 @@ forbid (principal, action in [Action::"write", Action::"ddl"], resource)
 unless { context.weekday < 5 && context.hour >= 8 && context.hour < 18 };
 "#,
     );
-    let at = |now: SystemTime| RequestContext {
-        now,
-        ..ctx("writer")
-    };
+    let at = writer_at;
     let hour = Duration::from_secs(3600);
     let write = |ctx: &RequestContext| decide(&engine, &bob(), ctx, "UPDATE orders SET x = 1");
     assert!(write(&at(monday_10am())).is_allowed());

@@ -56,10 +56,7 @@ unless { context.hour >= 8 && context.hour < 18 };
     );
     let bob = bob();
     let session = engine.session(&bob);
-    let at = |now: SystemTime| RequestContext {
-        now,
-        ..ctx("writer")
-    };
+    let at = writer_at;
     let six_pm = monday_10am() + Duration::from_secs(8 * 3600);
     let before = at(six_pm - Duration::from_millis(1));
     let update = "UPDATE orders SET x = 1";
@@ -82,10 +79,7 @@ unless { context.token_age_seconds < 3600 };
     let mut bob = bob();
     bob.issued_at = Some(monday_10am() - Duration::from_millis(3_599_500));
     let session = engine.session(&bob);
-    let at = |millis: u64| RequestContext {
-        now: monday_10am() + Duration::from_millis(millis),
-        ..ctx("writer")
-    };
+    let at = |millis: u64| writer_at(monday_10am() + Duration::from_millis(millis));
     let delete = "DELETE FROM orders";
     // 3,599.7 s old, then 3,600.1 s old: the same Unix second.
     assert!(decide_both(&engine, &session, &bob, &at(200), delete).is_allowed());
