@@ -23,10 +23,16 @@ pub struct EventBase {
 impl EventBase {
     #[must_use]
     pub fn new(fields: Map<String, Value>) -> Self {
+        // Held for a whole session, idle or not: rebuilt from an exact-size iterator, the map
+        // has no spare capacity left from growing field by field.
+        let fields: Map<String, Value> = fields.into_iter().collect();
         let mut encoded = Vec::new();
         let encoded = chain::write_entries(&mut encoded, fields.iter())
             .ok()
-            .map(|()| encoded);
+            .map(|()| {
+                encoded.shrink_to_fit();
+                encoded
+            });
         Self { fields, encoded }
     }
 

@@ -7,7 +7,7 @@
 //! [`MAX_VERIFICATION_REUSE`] after it was verified.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use crate::identity::Identity;
@@ -22,7 +22,7 @@ pub(crate) struct VerifiedTokens {
 
 #[derive(Debug)]
 struct Entry {
-    identity: Identity,
+    identity: Arc<Identity>,
     until: SystemTime,
 }
 
@@ -35,16 +35,16 @@ pub(crate) fn digest(token: &str) -> Digest {
 
 impl VerifiedTokens {
     /// The identity of a token verified before, if its entry still holds at `now`.
-    pub(crate) fn get(&self, digest: &Digest, now: SystemTime) -> Option<Identity> {
+    pub(crate) fn get(&self, digest: &Digest, now: SystemTime) -> Option<Arc<Identity>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries
             .get(digest)
             .filter(|entry| now < entry.until)
-            .map(|entry| entry.identity.clone())
+            .map(|entry| Arc::clone(&entry.identity))
     }
 
     /// Remembers a token verified at `now`.
-    pub(crate) fn insert(&self, digest: Digest, identity: &Identity, now: SystemTime) {
+    pub(crate) fn insert(&self, digest: Digest, identity: &Arc<Identity>, now: SystemTime) {
         let until = identity.expires_at.min(now + MAX_VERIFICATION_REUSE);
         if until <= now {
             return;
@@ -59,7 +59,7 @@ impl VerifiedTokens {
         entries.insert(
             digest,
             Entry {
-                identity: identity.clone(),
+                identity: Arc::clone(identity),
                 until,
             },
         );
@@ -73,8 +73,8 @@ mod tests {
     use super::*;
     use crate::IdentityKind;
 
-    fn identity(expires_at: SystemTime) -> Identity {
-        Identity {
+    fn identity(expires_at: SystemTime) -> Arc<Identity> {
+        Arc::new(Identity {
             issuer_name: "corp".into(),
             issuer: "https://login.example".into(),
             subject: "alice".into(),
@@ -86,7 +86,7 @@ mod tests {
             token_id: None,
             mfa: false,
             workload: None,
-        }
+        })
     }
 
     #[test]

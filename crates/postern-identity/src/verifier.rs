@@ -132,14 +132,14 @@ impl Verifier {
     ///
     /// A token verified before is answered from memory until it expires, for at most
     /// [`crate::limits::MAX_VERIFICATION_REUSE`].
-    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let token = token.trim();
         let now = SystemTime::now();
         let digest = verified::digest(token);
         if let Some(identity) = self.verified.get(&digest, now) {
             return Ok(identity);
         }
-        let identity = self.verify_fully(token, now).await?;
+        let identity = Arc::new(self.verify_fully(token, now).await?);
         self.verified.insert(digest, &identity, now);
         Ok(identity)
     }

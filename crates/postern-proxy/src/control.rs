@@ -91,7 +91,7 @@ pub struct LoggedOut {
 /// A verified caller of the control plane, and where the request came from.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub source_ip: IpAddr,
 }
 

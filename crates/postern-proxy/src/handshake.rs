@@ -31,8 +31,11 @@ use crate::session::{self, SessionContext};
 use crate::target::{SessionLease, Target, random_hex};
 use crate::upstream::{self, Upstream, quote_ident, quote_literal};
 
-/// Serves one accepted TCP connection until it ends.
-pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// Takes one accepted TCP connection through its handshake to a session ready to run, or to its
+/// refusal (`None`). The session runs as a task of its own ([`Session::run`]): the future of a
+/// task is allocated whole for the task's life, and an idle session should hold only what its
+/// relay needs, not the handshake's state as well.
+pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Option<Session> {
     let _ = tcp.set_nodelay(true);
     let mut conn = Connection {
         shared: shared.clone(),
@@ -56,16 +59,16 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
                 "Postern is shutting down",
             );
             conn.refuse(&refused).await;
-            return;
+            return None;
         }
     };
     let ready = match started {
         Ok(Ok(Some(ready))) => ready,
         // A cancel request, or a client that left before giving its token.
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(refused)) => {
             conn.refuse(&refused).await;
-            return;
+            return None;
         }
         Err(_) => {
             let refused = Refused::new(
@@ -77,10 +80,120 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
                 ),
             );
             conn.refuse(&refused).await;
-            return;
+            return None;
         }
     };
-    conn.run_session(ready).await;
+    conn.open_session(ready).await
+}
+
+/// A client logged in and told so: what its relay needs, and what recording its end needs.
+pub struct Session {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    client: BoxedStream,
+    /// Client bytes read with the startup packet and not yet used.
+    buffer: BytesMut,
+    link: Link,
+    context: SessionContext,
+    /// Held until the relay ends: the client's cancel key and the registry entry.
+    cancel: crate::cancel::CancelKey,
+    registered: crate::registry::Registered,
+}
+
+/// How a session reaches its server connection.
+enum Link {
+    /// Transaction pooling: through the link task, which takes a server connection per
+    /// transaction.
+    PerTransaction(tokio::io::DuplexStream),
+    /// Session pooling (or none): one server connection, the session's own until it ends.
+    /// Boxed: a transaction-pooled session should not carry the room for it.
+    Held(Box<(Upstream, SessionLease)>),
+}
+
+impl Session {
+    /// Runs the relay until the session ends, gives back its server connection, and records
+    /// the end. `permit` is the session's place under `listen.max_connections`, held until then.
+    pub async fn run(self, permit: tokio::sync::OwnedSemaphorePermit) {
+        let Self {
+            shared,
+            peer,
+            client,
+            buffer,
+            link,
+            context,
+            cancel,
+            registered,
+        } = self;
+        let started = Instant::now();
+        let mut statements = 0;
+        let (end, mut client, held) = match link {
+            Link::PerTransaction(pipe) => {
+                let (end, client, _) = session::relay(
+                    &context,
+                    client,
+                    buffer,
+                    pipe,
+                    BytesMut::new(),
+                    &mut statements,
+                    &shared.shutdown,
+                )
+                .await;
+                (end, client, None)
+            }
+            Link::Held(held) => {
+                let (upstream, lease) = *held;
+                let Upstream {
+                    stream: upstream_stream,
+                    buffer: upstream_buffer,
+                    parameters: upstream_parameters,
+                    key: upstream_key,
+                    statements: upstream_statements,
+                } = upstream;
+                let (end, client, reusable) = session::relay(
+                    &context,
+                    client,
+                    buffer,
+                    upstream_stream,
+                    upstream_buffer,
+                    &mut statements,
+                    &shared.shutdown,
+                )
+                .await;
+                let reusable = reusable.map(|(stream, buffer)| Upstream {
+                    stream,
+                    buffer,
+                    parameters: upstream_parameters,
+                    key: upstream_key,
+                    statements: upstream_statements,
+                });
+                (end, client, Some((lease, reusable)))
+            }
+        };
+        drop(cancel);
+        drop(registered);
+        if let Some((lease, reusable)) = held {
+            lease.release(reusable);
+        }
+        if let Some(detail) = end.detail() {
+            tracing::warn!(client = %peer, reason = end.label(), detail, "session ended abnormally");
+        }
+        let _ = client.shutdown().await;
+        let end_label = end.label();
+        let mut event = events::session_end(
+            &context.base_event,
+            statements,
+            started.elapsed(),
+            end_label,
+        );
+        if let session::SessionEnd::Ended(request) = &end {
+            events::add_ended_by(&mut event, &request.by, &request.reason);
+        }
+        if let Err(error) = shared.audit.record_detached(event) {
+            tracing::error!(error = %error, "audit log: cannot record a session's end");
+        }
+        tracing::info!(client = %peer, subject = %context.policy.identity.subject, reason = end_label, "session ended");
+        drop(permit);
+    }
 }
 
 struct Connection {
@@ -99,7 +212,9 @@ struct Connection {
 /// Everything a session needs once the client is in.
 struct Ready {
     session_id: String,
-    identity: Identity,
+    /// Shared with the session's policy context, its registry entry and its link (and, for a
+    /// token verified before, with every session that token opened): one copy of the claims.
+    identity: Arc<Identity>,
     /// The request as policy sees it; statements are decided with a fresh `now`.
     request: RequestContext,
     target: Arc<Target>,
@@ -364,7 +479,7 @@ impl Connection {
     /// Who the client is: from the client certificate verified in the TLS handshake when it
     /// presented one (nothing is asked for), else from the token asked for the way the target's
     /// `client_auth` says. `Ok(None)`: the client closed the connection instead of answering.
-    async fn authenticate(&mut self, target: &str) -> Result<Option<Identity>, Refused> {
+    async fn authenticate(&mut self, target: &str) -> Result<Option<Arc<Identity>>, Refused> {
         let shared = self.shared.clone();
         if let (Some(certificate), Some(certificates)) =
             (&self.client_certificate, &shared.certificates)
@@ -375,7 +490,7 @@ impl Connection {
             );
             return certificates
                 .identify(certificate, SystemTime::now())
-                .map(Some)
+                .map(|identity| Some(Arc::new(identity)))
                 .map_err(|e| {
                     shared.metrics.auth_failure(e.label());
                     Refused::new(e.sqlstate(), e.label(), e.to_string())
@@ -404,7 +519,7 @@ impl Connection {
     async fn read_oauthbearer(
         &mut self,
         settings: &OAuthBearerSettings,
-    ) -> Result<Option<Identity>, Refused> {
+    ) -> Result<Option<Arc<Identity>>, Refused> {
         let mut out = BytesMut::new();
         backend::encode_authentication_sasl(&[oauthbearer::MECHANISM], &mut out);
         self.write(&out).await?;
@@ -606,8 +721,9 @@ impl Connection {
         Ok((upstream, lease))
     }
 
-    /// Sends the login completion, runs the relay, and records the session's end.
-    async fn run_session(self, ready: Ready) {
+    /// Records the accepted connection and sends the login completion; the session is then
+    /// ready to run. `None`: it was refused (and told why) on the way.
+    async fn open_session(self, ready: Ready) -> Option<Session> {
         let Connection {
             shared,
             mut stream,
@@ -655,7 +771,7 @@ impl Connection {
                 let _ = shared.audit.record(event).await;
                 send_fatal(&mut stream, &refused).await;
                 upstream.terminate().await;
-                return;
+                return None;
             }
         };
         let accepted = events::connection(&base_event, None);
@@ -681,7 +797,7 @@ impl Connection {
             );
             send_fatal(&mut stream, &refused).await;
             upstream.terminate().await;
-            return;
+            return None;
         }
         let mut out = BytesMut::new();
         backend::encode_authentication_ok(&mut out);
@@ -690,9 +806,12 @@ impl Connection {
         }
         backend::encode_backend_key_data(cancel.key, &mut out);
         backend::encode_ready_for_query(TransactionStatus::Idle, &mut out);
-        if stream.write_all(&out).await.is_err() {
+        let written = stream.write_all(&out).await;
+        // Not held for the session's life: an idle session's memory is the proxy's footprint.
+        drop(out);
+        if written.is_err() {
             upstream.terminate().await;
-            return;
+            return None;
         }
         shared.metrics.connection_accepted();
         tracing::info!(client = %peer, subject = %identity.subject, target = %target.name, "session started");
@@ -726,9 +845,7 @@ impl Connection {
                 clock: shared.clock.clone(),
             },
         };
-        let started = Instant::now();
-        let mut statements = 0;
-        let (end, mut client) = if target.transaction_pooled() {
+        let link = if target.transaction_pooled() {
             // The connection the login used goes back at once; the session's link takes one
             // per transaction.
             let signing_key = target.signing_key().await;
@@ -737,75 +854,30 @@ impl Connection {
             } else {
                 upstream.terminate().await;
             }
-            let pipe = crate::transaction_pool::start(crate::transaction_pool::Link {
-                target: target.clone(),
-                role: context.policy.request.role.clone(),
-                identity: identity.clone(),
-                parameters,
-                signing_key,
-                backend,
-                metrics: shared.metrics.clone(),
-            });
-            let (end, client, _) = session::relay(
-                &context,
-                stream,
-                buffer,
-                pipe,
-                BytesMut::new(),
-                &mut statements,
-                &shared.shutdown,
-            )
-            .await;
-            drop(cancel);
-            drop(registered);
-            (end, client)
+            Link::PerTransaction(crate::transaction_pool::start(
+                crate::transaction_pool::Link {
+                    target: target.clone(),
+                    role: context.policy.request.role.clone(),
+                    identity: identity.clone(),
+                    parameters,
+                    signing_key,
+                    backend,
+                    metrics: shared.metrics.clone(),
+                },
+            ))
         } else {
-            let Upstream {
-                stream: upstream_stream,
-                buffer: upstream_buffer,
-                parameters: upstream_parameters,
-                key: upstream_key,
-                statements: upstream_statements,
-            } = upstream;
-            let (end, client, reusable) = session::relay(
-                &context,
-                stream,
-                buffer,
-                upstream_stream,
-                upstream_buffer,
-                &mut statements,
-                &shared.shutdown,
-            )
-            .await;
-            drop(cancel);
-            drop(registered);
-            lease.release(reusable.map(|(stream, buffer)| Upstream {
-                stream,
-                buffer,
-                parameters: upstream_parameters,
-                key: upstream_key,
-                statements: upstream_statements,
-            }));
-            (end, client)
+            Link::Held(Box::new((upstream, lease)))
         };
-        if let Some(detail) = end.detail() {
-            tracing::warn!(client = %peer, reason = end.label(), detail, "session ended abnormally");
-        }
-        let _ = client.shutdown().await;
-        let end_label = end.label();
-        let mut event = events::session_end(
-            &context.base_event,
-            statements,
-            started.elapsed(),
-            end_label,
-        );
-        if let session::SessionEnd::Ended(request) = &end {
-            events::add_ended_by(&mut event, &request.by, &request.reason);
-        }
-        if let Err(error) = shared.audit.record_detached(event) {
-            tracing::error!(error = %error, "audit log: cannot record a session's end");
-        }
-        tracing::info!(client = %peer, subject = %identity.subject, reason = end_label, "session ended");
+        Some(Session {
+            shared,
+            peer,
+            client: stream,
+            buffer,
+            link,
+            context,
+            cancel,
+            registered,
+        })
     }
 
     async fn forward_cancel(&self, request: startup::CancelRequest) {

@@ -307,9 +307,14 @@ impl Proxy {
                 continue;
             };
             let shared = shared.clone();
+            let sessions = tasks.clone();
             tasks.spawn(async move {
-                handshake::serve(shared, tcp, peer).await;
-                drop(permit);
+                // A session runs as a task of its own, and this one ends: a task's future is
+                // allocated whole for its life, and an idle session need not hold the
+                // handshake's state.
+                if let Some(session) = handshake::serve(shared, tcp, peer).await {
+                    sessions.spawn(session.run(permit));
+                }
             });
         }
         drop(listener);

@@ -113,7 +113,7 @@ struct Job {
     /// The role the requester's session runs as.
     role: String,
     /// The requester, for the login (`ephemeral_user`) and the signed claims.
-    identity: Identity,
+    identity: Arc<Identity>,
     /// The session's startup `search_path`, so unqualified names resolve as they did for it.
     search_path: Vec<String>,
     request_id: String,

@@ -25,7 +25,7 @@ pub struct Sessions {
 /// One live session.
 pub struct LiveSession {
     pub id: String,
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub role: String,
     pub target: String,
     pub client: SocketAddr,
@@ -132,7 +132,7 @@ impl Sessions {
     pub fn register(
         self: &Arc<Self>,
         id: String,
-        identity: Identity,
+        identity: Arc<Identity>,
         role: String,
         target: String,
         client: SocketAddr,

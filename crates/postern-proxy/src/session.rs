@@ -146,7 +146,7 @@ fn time_left(deadline: std::time::SystemTime) -> std::time::Duration {
 /// What statement decisions need besides the statement.
 pub struct SessionPolicyContext {
     pub policies: Arc<Policies>,
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     /// The request as policy sees it; `now` is refreshed for every decision.
     pub request: RequestContext,
     pub clock: Clock,
@@ -413,9 +413,11 @@ where
         last_status: Some(TransactionStatus::Idle),
         ..Tracker::default()
     });
-    let (notices, notices_out) = tokio::sync::mpsc::unbounded_channel();
+    let notices = Notices::default();
     let end = {
-        let frontend = Frontend {
+        // Borrowed by its loop rather than moved in: a moved-in `self` would be stored twice in
+        // the loop's future (as the argument and as the binding), for the session's life.
+        let mut frontend = Frontend {
             ctx,
             marker: &marker,
             tracker: &tracker,
@@ -424,7 +426,7 @@ where
             view: None,
             sql_prepared: HashMap::new(),
             request: ctx.policy.request.clone(),
-            notices,
+            notices: &notices,
             reason: None,
             bound_params: HashMap::new(),
             anomalies: Vec::new(),
@@ -437,7 +439,7 @@ where
             &mut upstream_read,
             &mut upstream_buffer,
             &mut client_write,
-            notices_out,
+            &notices,
         );
         let mut upstream_to_client = std::pin::pin!(upstream_to_client);
         let end = tokio::select! {
@@ -623,7 +625,7 @@ struct Frontend<'a> {
     request: RequestContext,
     /// NoticeResponses for the client (a held statement's notices); the backend loop writes
     /// them between the server's messages.
-    notices: tokio::sync::mpsc::UnboundedSender<BytesMut>,
+    notices: &'a Notices,
     /// The reason given with `SET postern.reason = '…'`, for the approval requests it makes.
     reason: Option<String>,
     /// The parameter bytes last bound to each portal (a view into the Bind frame, not a copy):
@@ -670,7 +672,7 @@ enum Action {
 
 impl<'a> Frontend<'a> {
     async fn run<R, W>(
-        mut self,
+        &mut self,
         client: &mut R,
         mut buffer: BytesMut,
         upstream: &mut W,
@@ -1658,6 +1660,40 @@ fn record_of(analysis: &Arc<Analysis>) -> StatementRecord {
     }
 }
 
+/// NoticeResponses Postern itself sends the client (a held statement's): queued by the frontend,
+/// written by the backend loop between whole server messages. Every session has one, idle or
+/// not, and an empty queue allocates nothing (a channel would hold a block of slots).
+#[derive(Default)]
+struct Notices {
+    queue: Mutex<Vec<BytesMut>>,
+    queued: tokio::sync::Notify,
+}
+
+impl Notices {
+    fn send(&self, notice: BytesMut) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(notice);
+        self.queued.notify_one();
+    }
+
+    /// Every notice queued, in order, once there is at least one. Cancel safe: the queue is
+    /// taken only in the poll that returns it, and a wake-up lost to a dropped wait leaves the
+    /// notices queued, for the next call to find before it waits.
+    async fn next(&self) -> Vec<BytesMut> {
+        loop {
+            let queued = std::mem::take(
+                &mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner),
+            );
+            if !queued.is_empty() {
+                return queued;
+            }
+            self.queued.notified().await;
+        }
+    }
+}
+
 async fn backend_loop<R, W>(
     ctx: &SessionContext,
     marker: &str,
@@ -1665,7 +1701,7 @@ async fn backend_loop<R, W>(
     upstream: &mut R,
     buffer: &mut BytesMut,
     client: &mut W,
-    mut notices: tokio::sync::mpsc::UnboundedReceiver<BytesMut>,
+    notices: &Notices,
 ) -> SessionEnd
 where
     R: AsyncRead + Unpin,
@@ -1812,9 +1848,11 @@ where
                 Ok(_) => {}
                 Err(error) => return SessionEnd::Io(error),
             },
-            Some(notice) = notices.recv() => {
-                if let Err(error) = client.write_all(&notice).await {
-                    return SessionEnd::Io(error);
+            queued = notices.next() => {
+                for notice in queued {
+                    if let Err(error) = client.write_all(&notice).await {
+                        return SessionEnd::Io(error);
+                    }
                 }
             }
         }

@@ -92,7 +92,7 @@ impl ServerStatements {
 pub(crate) struct Link {
     pub target: Arc<Target>,
     pub role: String,
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     /// The client's startup parameters as forwarded: they choose the pool.
     pub parameters: Vec<(String, String)>,
     pub signing_key: Option<Arc<SigningKey>>,
@@ -105,7 +105,15 @@ pub(crate) struct Link {
 pub(crate) fn start(link: Link) -> DuplexStream {
     let (relay_end, link_end) = tokio::io::duplex(PIPE_CAPACITY);
     let pool = link.target.pool_for(&link.role, &link.parameters);
-    tokio::spawn(run(link, pool, link_end));
+    let session = Session {
+        link,
+        pool,
+        preludes: HashMap::new(),
+        statements: HashMap::new(),
+        attached: None,
+        discarding: false,
+    };
+    tokio::spawn(run(session, link_end));
     relay_end
 }
 
@@ -161,16 +169,11 @@ enum Event {
     RelayWrote(std::io::Result<usize>),
 }
 
-async fn run(link: Link, pool: Arc<Pool>, pipe: DuplexStream) {
+/// The link task. Its future lives as long as the client's session, idle or not: the session
+/// comes in built (a parameter is stored once, where a local built from it would be a second
+/// copy), and the rare long wait, a checkout, is boxed (see `send_client_message`).
+async fn run(mut session: Session, pipe: DuplexStream) {
     let (mut from_relay, mut to_relay) = tokio::io::split(pipe);
-    let mut session = Session {
-        link,
-        pool,
-        preludes: HashMap::new(),
-        statements: HashMap::new(),
-        attached: None,
-        discarding: false,
-    };
     let mut relay_in = BytesMut::new();
     let mut relay_out = BytesMut::new();
     let mut server_out = BytesMut::new();
@@ -333,7 +336,9 @@ impl Session {
             return Ok(());
         }
         if self.attached.is_none() {
-            match self.attach(server_out).await {
+            // Boxed: the checkout's state is large and needed once per transaction; inline, it
+            // would be part of every idle session's link task.
+            match Box::pin(self.attach(server_out)).await {
                 Ok(attached) => self.attached = Some(attached),
                 Err(refused) => {
                     Report::new(Severity::Error, refused.code, &refused.message).encode(relay_out);

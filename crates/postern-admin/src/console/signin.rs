@@ -244,7 +244,7 @@ async fn finish(
                 format!("Postern does not accept the token the identity provider issued: {error}"),
             )
         })?;
-    let identity = caller.identity;
+    let identity = std::sync::Arc::unwrap_or_clone(caller.identity);
     let lasts = identity
         .expires_at
         .duration_since(SystemTime::now())

@@ -378,7 +378,7 @@ impl Frontend<'_> {
     fn notice(&self, message: &str) {
         let mut out = BytesMut::new();
         Report::new(Severity::Notice, "00000", message).encode(&mut out);
-        let _ = self.notices.send(out);
+        self.notices.send(out);
     }
 }
 
