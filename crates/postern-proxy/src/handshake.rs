@@ -114,28 +114,20 @@ impl Session {
     /// Runs the relay until the session ends, gives back its server connection, and records
     /// the end. `permit` is the session's place under `listen.max_connections`, held until then.
     pub async fn run(self, permit: tokio::sync::OwnedSemaphorePermit) {
-        let Self {
-            shared,
-            peer,
-            client,
-            buffer,
-            link,
-            context,
-            cancel,
-            registered,
-        } = self;
+        // Fields are used in place, never bound to locals: an async fn's argument is stored in
+        // its future for the whole call, and a local moved out of it would be a second copy.
         let started = Instant::now();
         let mut statements = 0;
-        let (end, mut client, held) = match link {
+        let (end, mut client, held) = match self.link {
             Link::PerTransaction(pipe) => {
                 let (end, client, _) = session::relay(
-                    &context,
-                    client,
-                    buffer,
+                    &self.context,
+                    self.client,
+                    self.buffer,
                     pipe,
                     BytesMut::new(),
                     &mut statements,
-                    &shared.shutdown,
+                    &self.shared.shutdown,
                 )
                 .await;
                 (end, client, None)
@@ -150,13 +142,13 @@ impl Session {
                     statements: upstream_statements,
                 } = upstream;
                 let (end, client, reusable) = session::relay(
-                    &context,
-                    client,
-                    buffer,
+                    &self.context,
+                    self.client,
+                    self.buffer,
                     upstream_stream,
                     upstream_buffer,
                     &mut statements,
-                    &shared.shutdown,
+                    &self.shared.shutdown,
                 )
                 .await;
                 let reusable = reusable.map(|(stream, buffer)| Upstream {
@@ -169,11 +161,12 @@ impl Session {
                 (end, client, Some((lease, reusable)))
             }
         };
-        drop(cancel);
-        drop(registered);
+        drop(self.cancel);
+        drop(self.registered);
         if let Some((lease, reusable)) = held {
             lease.release(reusable);
         }
+        let (shared, peer, context) = (&self.shared, self.peer, &self.context);
         if let Some(detail) = end.detail() {
             tracing::warn!(client = %peer, reason = end.label(), detail, "session ended abnormally");
         }

@@ -717,7 +717,10 @@ impl<'a> Frontend<'a> {
             }
             let terminated = frames.iter().any(|f| f.tag() == frontend::TERMINATE);
             if !frames.is_empty() {
-                let out = match self.process(frames, client, &mut buffer, upstream).await {
+                // Boxed: deciding a batch has a large state, needed only while it runs; inline,
+                // every idle session's future would carry it.
+                let out = match Box::pin(self.process(frames, client, &mut buffer, upstream)).await
+                {
                     Ok(out) => out,
                     Err(end) => return end,
                 };
@@ -1683,9 +1686,8 @@ impl Notices {
     /// notices queued, for the next call to find before it waits.
     async fn next(&self) -> Vec<BytesMut> {
         loop {
-            let queued = std::mem::take(
-                &mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner),
-            );
+            let queued =
+                std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
             if !queued.is_empty() {
                 return queued;
             }

@@ -156,7 +156,9 @@ struct Session {
     preludes: HashMap<i32, Prelude>,
     /// The client's named statements, by name: the content of their Parse.
     statements: HashMap<String, Bytes>,
-    attached: Option<Attached>,
+    /// Boxed: taken once per transaction, and the link task's future, which holds this, lives
+    /// as long as the client, idle or not.
+    attached: Option<Box<Attached>>,
     /// A checkout failed in the middle of an extended-protocol cycle: the rest of it, up to
     /// Sync, is dropped, as the server itself would after an error.
     discarding: bool,
@@ -187,7 +189,7 @@ async fn run(mut session: Session, pipe: DuplexStream) {
                     write,
                     buffer,
                     ..
-                } = attached;
+                } = &mut **attached;
                 tokio::select! {
                     read = from_relay.read_buf(&mut relay_in), if server_out.len() < HIGH_WATER && relay_in.len() < HIGH_WATER => Event::Relay(read),
                     read = read.read_buf(buffer), if relay_out.len() < HIGH_WATER => Event::Server(read),
@@ -339,7 +341,7 @@ impl Session {
             // Boxed: the checkout's state is large and needed once per transaction; inline, it
             // would be part of every idle session's link task.
             match Box::pin(self.attach(server_out)).await {
-                Ok(attached) => self.attached = Some(attached),
+                Ok(attached) => self.attached = Some(Box::new(attached)),
                 Err(refused) => {
                     Report::new(Severity::Error, refused.code, &refused.message).encode(relay_out);
                     if ends_cycle {

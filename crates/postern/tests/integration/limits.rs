@@ -165,3 +165,36 @@ async fn a_grace_period_lets_a_session_outlive_its_token_briefly() {
     .await;
     client.simple_query("SELECT 1").await.unwrap();
 }
+
+/// `listen.max_connections` counts a client from its first byte to its session's end, in both
+/// pool modes: the session runs as a task of its own and takes the place over from the
+/// handshake's task, which ends. While the one place is held, the next client is refused as
+/// PostgreSQL refuses one (53300); once the session ends, the place is free again.
+#[tokio::test]
+async fn a_session_holds_its_place_under_the_connection_limit_until_it_ends() {
+    for pool_mode in [
+        postern_config::PoolMode::Session,
+        postern_config::PoolMode::Transaction,
+    ] {
+        let mut stack = common::stack(postern_config::UpstreamMode::RoleLogin).await;
+        stack.stop_proxy().await;
+        stack.config.listen.max_connections = 1;
+        stack.config.targets.get_mut("demo").unwrap().pool.mode = pool_mode;
+        stack.start_proxy().await.unwrap();
+        let alice = stack.token("alice@example.com", &["analysts"]);
+
+        let first = stack.connect("reader", &alice).await.unwrap();
+        let row = first.query_one("SELECT 1", &[]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 1);
+        let error = stack.connect("reader", &alice).await.unwrap_err();
+        assert_db_error(&error, "53300", "sorry, too many clients already");
+        // Still its session's after the refusal.
+        first.query_one("SELECT 1", &[]).await.unwrap();
+
+        drop(first);
+        wait_until("the session's place to come free", || async {
+            stack.connect("reader", &alice).await.is_ok()
+        })
+        .await;
+    }
+}
