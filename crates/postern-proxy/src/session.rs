@@ -484,10 +484,12 @@ where
             tracker.cycles_done < tracker.cycles_sent
         };
         let (endpoint, slot) = &ctx.upstream_cancel;
+        // The admin login's and the cancel's futures are boxed: they are large and rarely run,
+        // and inline they would be part of every idle session's future.
         if busy && let Some(key) = slot.get() {
             let terminated = match end {
                 SessionEnd::Shutdown => false,
-                _ => match ctx.target.terminate_backend(key.process_id).await {
+                _ => match Box::pin(ctx.target.terminate_backend(key.process_id)).await {
                     Ok(()) => true,
                     Err(error) => {
                         tracing::warn!(error = %error, "could not end the backend of an ended session; cancelling its statement");
@@ -495,7 +497,9 @@ where
                     }
                 },
             };
-            if !terminated && let Err(error) = crate::upstream::cancel(endpoint, key).await {
+            if !terminated
+                && let Err(error) = Box::pin(crate::upstream::cancel(endpoint, key)).await
+            {
                 tracing::warn!(error = %error, "could not cancel the running statement of an ending session");
             }
         }
