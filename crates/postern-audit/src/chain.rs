@@ -22,7 +22,7 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 const RESERVED_FIELDS: [&str; 3] = ["seq", "time", "prev"];
 
 /// What a redacted value is replaced with.
-const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// The last event of the chain as it is on disk: what the next event links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,11 +112,7 @@ pub(crate) fn encode_into(
         match base.encoded() {
             // The usual case: written once per session, copied per event.
             Some(encoded) if !overridden => buf.extend_from_slice(encoded),
-            _ => write_entries(
-                buf,
-                base.iter()
-                    .filter(|(key, _)| !fields.contains_key(key.as_str())),
-            )?,
+            _ => base.write(buf, |key| fields.contains_key(key))?,
         }
     }
     write_entries(buf, fields.iter())?;
@@ -131,15 +127,27 @@ pub(crate) fn write_entries<'a>(
     entries: impl Iterator<Item = (&'a String, &'a Value)>,
 ) -> Result<(), serde_json::Error> {
     for (key, value) in entries {
-        if RESERVED_FIELDS.contains(&key.as_str()) {
-            continue;
-        }
-        buf.push(b',');
-        serde_json::to_writer(&mut *buf, key)?;
-        buf.push(b':');
-        serde_json::to_writer(&mut *buf, &Redacted::under(key, value))?;
+        write_entry(buf, key, value)?;
     }
     Ok(())
+}
+
+/// Appends `,"key":value`, the value masked under a secret-looking key; nothing for a reserved
+/// key. Gives where the encoded key (quotes included) ends, if it wrote the entry.
+pub(crate) fn write_entry(
+    buf: &mut Vec<u8>,
+    key: &str,
+    value: &Value,
+) -> Result<Option<usize>, serde_json::Error> {
+    if RESERVED_FIELDS.contains(&key) {
+        return Ok(None);
+    }
+    buf.push(b',');
+    serde_json::to_writer(&mut *buf, key)?;
+    let key_end = buf.len();
+    buf.push(b':');
+    serde_json::to_writer(&mut *buf, &Redacted::under(key, value))?;
+    Ok(Some(key_end))
 }
 
 /// Lowercase hex SHA-256 of a line's exact bytes, newline included.
@@ -311,8 +319,8 @@ mod tests {
             base,
             object(json!({"kind": "statement", "sql": "select 1"})),
         );
-        assert_eq!(event.get("session"), Some(&json!("s1")));
-        assert_eq!(event.get("kind"), Some(&json!("statement")));
+        assert_eq!(event.get("session"), Some(json!("s1")));
+        assert_eq!(event.get("kind"), Some(json!("statement")));
         let line = encode(&event, 1, "now", GENESIS_PREV).unwrap();
         let text = String::from_utf8(line).unwrap();
         assert!(
@@ -346,10 +354,7 @@ mod tests {
             own.clone(),
         );
         let unencoded = Event::with_base(
-            std::sync::Arc::new(crate::EventBase {
-                fields: base_fields,
-                encoded: None,
-            }),
+            std::sync::Arc::new(crate::EventBase::unencoded(base_fields)),
             own,
         );
         let expected = encode(&unencoded, 9, "now", GENESIS_PREV).unwrap();

@@ -266,7 +266,7 @@ impl SessionBaseline {
         &self,
         analysis: &Analysis,
         now: SystemTime,
-        base_event: &Map<String, Value>,
+        base_event: &postern_audit::EventBase,
     ) -> StatementCheck {
         let Some(fingerprint) = fingerprint_of(analysis) else {
             // An empty query runs nothing.
@@ -284,7 +284,7 @@ impl SessionBaseline {
         );
         let refused = self.enforced && matches!(sighting, Sighting::Anomaly { .. });
         let anomaly = (sighting == Sighting::Anomaly { first: true }).then(|| {
-            let mut event = self.anomaly_event(base_event, "statement");
+            let mut event = self.anomaly_event(&base_event.fields(), "statement");
             event.insert("fingerprint".into(), json!(fingerprint));
             event.insert("sql".into(), json!(analysis.redacted));
             event.insert(

@@ -187,18 +187,24 @@ pub fn statement_end(
     Event::with_base(Arc::clone(base), event)
 }
 
+/// A session's end; `ended_by`: the request that ended it, if one did (a kill, a revocation).
 pub fn session_end(
-    base: &Map<String, Value>,
+    base: &Arc<postern_audit::EventBase>,
     statements: u64,
     duration: Duration,
     reason: &str,
-) -> Map<String, Value> {
-    let mut event = base.clone();
+    ended_by: Option<&crate::registry::EndRequest>,
+) -> Event {
+    let mut event = Map::new();
     event.insert("kind".into(), json!("session_end"));
     event.insert("statements".into(), json!(statements));
     event.insert("duration_ms".into(), json!(duration.as_secs_f64() * 1000.0));
     event.insert("reason".into(), json!(reason));
-    event
+    if let Some(request) = ended_by {
+        event.insert("ended_by".into(), json!(request.by));
+        event.insert("end_reason".into(), json!(request.reason));
+    }
+    Event::with_base(Arc::clone(base), event)
 }
 
 /// The row count a command tag reports (`INSERT 0 3`, `SELECT 5`, `COPY 10`), if it reports one.
@@ -215,11 +221,6 @@ pub fn rows_of(tag: &str) -> Option<u64> {
 }
 
 /// Who ended a session from outside (an operator, a revocation), and why.
-pub fn add_ended_by(event: &mut Map<String, Value>, by: &str, reason: &str) {
-    event.insert("ended_by".into(), json!(by));
-    event.insert("end_reason".into(), json!(reason));
-}
-
 #[cfg(test)]
 mod tests {
     use super::rows_of;

@@ -86,6 +86,9 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opt
     conn.open_session(ready).await
 }
 
+/// Bytes a session's client read buffer starts with: a short statement's messages fit.
+const SESSION_READ_BUFFER: usize = 256;
+
 /// A client logged in and told so: what its relay needs, and what recording its end needs.
 pub struct Session {
     shared: Arc<Shared>,
@@ -172,15 +175,17 @@ impl Session {
         }
         let _ = client.shutdown().await;
         let end_label = end.label();
-        let mut event = events::session_end(
+        let ended_by = match &end {
+            session::SessionEnd::Ended(request) => Some(request),
+            _ => None,
+        };
+        let event = events::session_end(
             &context.base_event,
             statements,
             started.elapsed(),
             end_label,
+            ended_by,
         );
-        if let session::SessionEnd::Ended(request) = &end {
-            events::add_ended_by(&mut event, &request.by, &request.reason);
-        }
         if let Err(error) = shared.audit.record_detached(event) {
             tracing::error!(error = %error, "audit log: cannot record a session's end");
         }
@@ -860,6 +865,13 @@ impl Connection {
             ))
         } else {
             Link::Held(Box::new((upstream, lease)))
+        };
+        // The handshake's buffer was sized for a token; a session's messages are mostly far
+        // smaller, and the buffer grows to what they need and keeps that.
+        let buffer = if buffer.is_empty() {
+            BytesMut::with_capacity(SESSION_READ_BUFFER)
+        } else {
+            buffer
         };
         Some(Session {
             shared,

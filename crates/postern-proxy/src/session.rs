@@ -340,43 +340,63 @@ impl Tracker {
     }
 }
 
-/// Resolves after `limit`, never without one; gives the limit.
-async fn sleep_for(limit: Option<std::time::Duration>) -> std::time::Duration {
-    match limit {
-        Some(limit) => {
-            tokio::time::sleep(limit).await;
-            limit
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves when the session has been idle — outside or inside a transaction block — for longer
-/// than its limits allow; never without such limits.
-async fn idle_watch(live: &LiveSession, limits: postern_config::Limits) -> SessionEnd {
-    let configured = [limits.idle_timeout, limits.idle_in_transaction_timeout];
-    let Some(shortest) = configured.into_iter().flatten().min() else {
-        return std::future::pending().await;
-    };
+/// Resolves when one of the session's time limits ends it: its token's expiry (past the grace
+/// period), its maximum duration, or an idle limit (outside or inside a transaction block).
+/// One timer serves them all: every session waits on this, idle or not, and a timer is a
+/// hundred bytes of the session's future.
+async fn time_limits(ctx: &SessionContext) -> SessionEnd {
+    let limits = ctx.limits;
+    let started = std::time::Instant::now();
+    // `None`: too far ahead to ever come.
+    let token_end =
+        started.checked_add(time_left(ctx.policy.identity.expires_at) + ctx.token_grace);
+    let max_end = limits
+        .max_duration
+        .and_then(|limit| Some((started.checked_add(limit)?, limit)));
+    let shortest_idle = [limits.idle_timeout, limits.idle_in_transaction_timeout]
+        .into_iter()
+        .flatten()
+        .min();
     loop {
-        let (state, since) = live.state_since();
-        let (limit, end): (_, fn(std::time::Duration) -> SessionEnd) = match state {
-            SessionState::Idle => (limits.idle_timeout, SessionEnd::IdleTimeout),
-            SessionState::IdleInTransaction | SessionState::IdleInFailedTransaction => (
-                limits.idle_in_transaction_timeout,
-                SessionEnd::IdleInTransactionTimeout,
-            ),
-            SessionState::Active | SessionState::WaitingForApproval => {
-                (None, SessionEnd::IdleTimeout)
+        let now = std::time::Instant::now();
+        if token_end.is_some_and(|end| now >= end) {
+            return SessionEnd::TokenExpired;
+        }
+        if let Some((end, limit)) = max_end
+            && now >= end
+        {
+            return SessionEnd::MaxDuration(limit);
+        }
+        let mut wake = [token_end, max_end.map(|(end, _)| end)]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(shortest) = shortest_idle {
+            let (state, since) = ctx.live.state_since();
+            let (limit, end): (_, fn(std::time::Duration) -> SessionEnd) = match state {
+                SessionState::Idle => (limits.idle_timeout, SessionEnd::IdleTimeout),
+                SessionState::IdleInTransaction | SessionState::IdleInFailedTransaction => (
+                    limits.idle_in_transaction_timeout,
+                    SessionEnd::IdleInTransactionTimeout,
+                ),
+                SessionState::Active | SessionState::WaitingForApproval => {
+                    (None, SessionEnd::IdleTimeout)
+                }
+            };
+            // Look again when this state's limit runs out, or sooner: the state may change to
+            // one with a shorter limit meanwhile.
+            let mut look = now + shortest;
+            if let Some(limit) = limit {
+                if since.elapsed() >= limit {
+                    return end(limit);
+                }
+                look = look.min(since + limit);
             }
-        };
-        // Look again when this state's limit runs out, or sooner: the state may change to one
-        // with a shorter limit meanwhile.
-        let next_look = std::time::Instant::now() + shortest;
-        match limit {
-            Some(limit) if since.elapsed() >= limit => return end(limit),
-            Some(limit) => tokio::time::sleep_until((since + limit).min(next_look).into()).await,
-            None => tokio::time::sleep_until(next_look.into()).await,
+            wake = Some(wake.map_or(look, |wake| wake.min(look)));
+        }
+        match wake {
+            Some(wake) => tokio::time::sleep_until(wake.into()).await,
+            None => return std::future::pending().await,
         }
     }
 }
@@ -446,10 +466,8 @@ where
             end = client_to_upstream => end,
             end = &mut upstream_to_client => end,
             () = shutdown.cancelled() => SessionEnd::Shutdown,
-            () = tokio::time::sleep(time_left(ctx.policy.identity.expires_at) + ctx.token_grace) => SessionEnd::TokenExpired,
             request = ctx.live.end_requested() => SessionEnd::Ended(request),
-            limit = sleep_for(ctx.limits.max_duration) => SessionEnd::MaxDuration(limit),
-            end = idle_watch(&ctx.live, ctx.limits) => end,
+            end = time_limits(ctx) => end,
         };
         if matches!(end, SessionEnd::ClientProtocol(_)) {
             // What was forwarded before the violation runs to completion, as it would on the

@@ -165,7 +165,7 @@ impl Frontend<'_> {
             approvals: Arc::clone(&approvals),
             id: Some(request.id.clone()),
         };
-        let mut requested = (**self.ctx.base_event).clone();
+        let mut requested = self.ctx.base_event.fields();
         requested.insert("sql".into(), json!(held.record.sql()));
         requested.insert("statement_id".into(), json!(held.id));
         requested.insert("reason".into(), json!(request.reason));
