@@ -273,7 +273,7 @@ def markdown(meta, summary, idle):
             f"Requested: {meta.get('idle_requested', 'n/a'):,} connections per target. "
             + (meta.get("idle_note") or "")
             + f" Open-files limit here: {meta['open_files_limit']:,}; the script allows for "
-            "two descriptors per Postern client (its own and, in session mode, the upstream "
+            "a descriptor per Postern client, and in session mode a second (the upstream "
             "one), which bounds how many it holds."
         )
     add("")

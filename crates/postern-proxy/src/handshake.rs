@@ -94,7 +94,7 @@ pub struct Session {
     shared: Arc<Shared>,
     peer: SocketAddr,
     client: BoxedStream,
-    /// Client bytes read with the startup packet and not yet used.
+    /// The client's read buffer, with any bytes read and not yet used.
     buffer: BytesMut,
     link: Link,
     context: SessionContext,
