@@ -43,6 +43,7 @@ mod preview;
 pub mod registry;
 mod revocations;
 mod session;
+mod session_task;
 pub mod setup_db;
 mod target;
 mod tls;
