@@ -34,12 +34,6 @@ enum Repr {
     Fields(Map<String, Value>),
 }
 
-impl Default for EventBase {
-    fn default() -> Self {
-        Self::new(Map::new())
-    }
-}
-
 impl EventBase {
     #[must_use]
     pub fn new(fields: Map<String, Value>) -> Self {
@@ -89,7 +83,7 @@ impl EventBase {
         match &self.repr {
             Repr::Fields(fields) => fields.get(key).cloned(),
             Repr::Encoded { entries, .. } => (0..entries.len())
-                .find(|&index| self.key(index).is_some_and(|k| k == key))
+                .find(|&index| self.key_is(index, key))
                 .and_then(|index| self.value(index)),
         }
     }
@@ -98,7 +92,7 @@ impl EventBase {
         match &self.repr {
             Repr::Fields(fields) => fields.contains_key(key),
             Repr::Encoded { entries, .. } => {
-                (0..entries.len()).any(|index| self.key(index).is_some_and(|k| k == key))
+                (0..entries.len()).any(|index| self.key_is(index, key))
             }
         }
     }
@@ -144,20 +138,37 @@ impl EventBase {
         start..end
     }
 
-    fn key(&self, index: usize) -> Option<Cow<'_, str>> {
+    /// The key of entry `index` as JSON, with and without its quotes: as it is unless it needed
+    /// escapes.
+    fn raw_key(&self, index: usize) -> Option<(&[u8], &[u8])> {
         let Repr::Encoded { bytes, entries } = &self.repr else {
             return None;
         };
         let (start, key_end) = entries[index];
-        // After the comma, the key as JSON: as it is unless it needed escapes.
+        // After the comma.
         let quoted = bytes.get(start as usize + 1..key_end as usize)?;
         let inner = quoted.get(1..quoted.len().checked_sub(1)?)?;
+        Some((quoted, inner))
+    }
+
+    fn key(&self, index: usize) -> Option<Cow<'_, str>> {
+        let (quoted, inner) = self.raw_key(index)?;
         if inner.contains(&b'\\') {
             serde_json::from_slice::<String>(quoted)
                 .ok()
                 .map(Cow::Owned)
         } else {
             std::str::from_utf8(inner).ok().map(Cow::Borrowed)
+        }
+    }
+
+    /// Whether entry `index` is `key`: compared as bytes, without decoding, unless the key was
+    /// escaped. Asked for every own field of every event, against every entry of the base.
+    fn key_is(&self, index: usize, key: &str) -> bool {
+        match self.raw_key(index) {
+            Some((_, inner)) if !inner.contains(&b'\\') => inner == key.as_bytes(),
+            Some(_) => self.key(index).is_some_and(|k| k == key),
+            None => false,
         }
     }
 
@@ -169,12 +180,6 @@ impl EventBase {
         // After the key, its colon.
         let value = bytes.get(entries[index].1 as usize + 1..range.end)?;
         serde_json::from_slice(value).ok()
-    }
-}
-
-impl From<Map<String, Value>> for EventBase {
-    fn from(fields: Map<String, Value>) -> Self {
-        Self::new(fields)
     }
 }
 
@@ -259,7 +264,17 @@ mod tests {
             assert!(base.contains_key(key), "{key}");
             assert_eq!(base.get(key).as_ref(), Some(value), "{key}");
         }
-        for absent in ["time", "nested", "subject", "sess", "ion", "", "kind"] {
+        // The last: an escaped key's encoded form, which is not the key.
+        for absent in [
+            "time",
+            "nested",
+            "subject",
+            "sess",
+            "ion",
+            "",
+            "kind",
+            r#"we\"ird\\key"#,
+        ] {
             assert!(!base.contains_key(absent), "{absent}");
             assert_eq!(base.get(absent), None, "{absent}");
         }

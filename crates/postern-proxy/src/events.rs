@@ -220,7 +220,6 @@ pub fn rows_of(tag: &str) -> Option<u64> {
     tag.rsplit(' ').next()?.parse().ok()
 }
 
-/// Who ended a session from outside (an operator, a revocation), and why.
 #[cfg(test)]
 mod tests {
     use super::rows_of;

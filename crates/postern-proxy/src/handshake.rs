@@ -700,10 +700,7 @@ impl Connection {
         }
         backend::encode_backend_key_data(cancel.key, &mut out);
         backend::encode_ready_for_query(TransactionStatus::Idle, &mut out);
-        let written = stream.write_all(&out).await;
-        // Not held for the session's life: an idle session's memory is the proxy's footprint.
-        drop(out);
-        if written.is_err() {
+        if stream.write_all(&out).await.is_err() {
             upstream.terminate().await;
             return None;
         }

@@ -348,8 +348,8 @@ async fn time_limits(ctx: &SessionContext) -> SessionEnd {
     let limits = ctx.limits;
     let started = std::time::Instant::now();
     // `None`: too far ahead to ever come.
-    let token_end =
-        started.checked_add(time_left(ctx.policy.identity.expires_at) + ctx.token_grace);
+    let token_end = started
+        .checked_add(time_left(ctx.policy.identity.expires_at).saturating_add(ctx.token_grace));
     let max_end = limits
         .max_duration
         .and_then(|limit| Some((started.checked_add(limit)?, limit)));
